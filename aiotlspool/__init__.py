@@ -1,0 +1,48 @@
+"""aiotlspool: an asyncio TLS connection pool that resumes TLS sessions on reconnect.
+
+>>> async with Pool(ssl_context=ctx) as pool:                    # doctest: +SKIP
+...     async with pool.connection("db.internal", 9042) as conn:
+...         conn.writer.write(request)
+...         reply = await conn.reader.readexactly(4)
+...         conn.session_reused   # True when the handshake resumed a cached session
+"""
+
+from .cache import MemorySessionCache, SessionCache
+from .connection import Connection
+from .endpoint import Endpoint
+from .exceptions import (
+    CertificateError,
+    ConnectError,
+    ConnectTimeout,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    ResumptionRejected,
+    TLSHandshakeError,
+)
+from .pool import Pool
+from .session import CachedSession
+from .session_key import SessionKey, session_key
+from .stats import PoolStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CachedSession",
+    "CertificateError",
+    "ConnectError",
+    "ConnectTimeout",
+    "Connection",
+    "Endpoint",
+    "MemorySessionCache",
+    "Pool",
+    "PoolClosed",
+    "PoolError",
+    "PoolStats",
+    "PoolTimeout",
+    "ResumptionRejected",
+    "SessionCache",
+    "SessionKey",
+    "TLSHandshakeError",
+    "session_key",
+]

@@ -1,0 +1,149 @@
+"""A pooled TLS connection: the streams the user works with, and what the pool knows of them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import select
+import ssl
+from typing import TYPE_CHECKING
+
+from ._timeout import deadline
+from .endpoint import Endpoint
+from .session_key import SessionKey
+
+if TYPE_CHECKING:
+    from .pool import Pool, _Slot
+
+logger = logging.getLogger("aiotlspool")
+
+
+class StreamProtocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol, also recording what the pool needs to judge the connection."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        super().__init__(reader)
+        self.received_data = False  # application data arrived (so did any TLS 1.3 ticket)
+        self.data_while_idle = False  # data arrived while pooled: the stream is out of step
+        self.idle = False
+        self.eof = False
+
+    def data_received(self, data: bytes) -> None:
+        self.received_data = True
+        if self.idle:
+            self.data_while_idle = True
+        super().data_received(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return bool(super().eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        super().connection_lost(exc)
+
+
+class Connection:
+    """A TLS connection checked out of a :class:`~aiotlspool.Pool`.
+
+    Use :attr:`reader` and :attr:`writer` as with ``asyncio.open_connection``. Give it back with
+    ``pool.release(conn)`` (or leave the ``async with pool.connection(...)`` block), or close it
+    with :meth:`aclose` when it must not be reused.
+    """
+
+    def __init__(
+        self,
+        *,
+        pool: Pool,
+        endpoint: Endpoint,
+        key: SessionKey,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        protocol: StreamProtocol,
+        ssl_object: ssl.SSLObject,
+        session_reused: bool,
+        handshake_seconds: float,
+        connect_seconds: float,
+        capture_pending: bool,
+        created_at: float,
+    ) -> None:
+        self.endpoint = endpoint
+        self.reader = reader
+        self.writer = writer
+        self.ssl_object = ssl_object
+        self.session_reused = session_reused
+        self.tls_version = ssl_object.version() or ""
+        self.handshake_seconds = handshake_seconds
+        self.connect_seconds = connect_seconds
+        self.created_at = created_at  # event loop time
+        self.checkouts = 0
+        self._pool = pool
+        self._key = key
+        self._protocol = protocol
+        self._capture_pending = capture_pending
+        self._closed = False
+        # Set by the pool: the slot this connection occupies, whether the slot was freed, and
+        # whether closing has begun (so that a connection is closed exactly once).
+        self._slot: _Slot | None = None
+        self._slot_removed = False
+        self._close_started = False
+
+    def __repr__(self) -> str:
+        how = "resumed" if self.session_reused else "full handshake"
+        state = "closed" if self._closed else "open"
+        return f"<Connection {self.endpoint} {self.tls_version} {how} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection was closed (by :meth:`aclose`, the pool, or the peer)."""
+        return self._closed or self._protocol.eof or self.writer.transport.is_closing()
+
+    async def aclose(self) -> None:
+        """Close the connection (with TLS close_notify) instead of returning it to the pool."""
+        await self._pool._close_checked_out(self)
+
+    def is_reusable(self) -> bool:
+        """Whether an idle connection can be handed out again: open, and nothing unread."""
+        if self.closed or self._protocol.data_while_idle:
+            return False
+        # The event loop may not have noticed yet that the peer closed: ask the socket.
+        return not _socket_readable(self.writer)
+
+    async def close_streams(self, timeout: float) -> None:
+        """Send close_notify and wait up to ``timeout`` for the peer's; then drop the socket.
+
+        A clean TLS shutdown matters: servers with a stateful session cache forget the session
+        of a connection that ended without close_notify.
+        """
+        self._closed = True
+        transport = self.writer.transport
+        self.writer.close()
+        try:
+            async with deadline(timeout):
+                await self.writer.wait_closed()
+        except (TimeoutError, OSError) as exc:  # ssl.SSLError is an OSError
+            # The peer is gone or slow to answer; the socket is closed either way.
+            logger.debug("closing %s: %r", self.endpoint, exc)
+            transport.abort()
+        except BaseException:
+            transport.abort()
+            raise
+
+
+def _socket_readable(writer: asyncio.StreamWriter) -> bool:
+    """True if the socket has bytes or EOF waiting: an idle TLS stream should have neither."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return False
+    with contextlib.suppress(OSError, ValueError):
+        fd = sock.fileno()
+        if fd < 0:
+            return True
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([fd], [], [], 0)
+        return bool(readable)
+    return True

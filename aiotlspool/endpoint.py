@@ -1,0 +1,41 @@
+"""Where a connection goes: host, port and the TLS server name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A server the pool connects to.
+
+    ``server_hostname`` is the name sent as SNI and checked against the certificate. It equals
+    ``host`` unless overridden; an empty string disables both (only with a context whose
+    ``check_hostname`` is False).
+    """
+
+    host: str
+    port: int
+    server_hostname: str
+
+    @classmethod
+    def create(cls, host: str, port: int, server_hostname: str | None = None) -> Endpoint:
+        """Validate user input and build an endpoint (ValueError/TypeError on bad input)."""
+        if not isinstance(host, str) or not host.strip():
+            raise ValueError(f"host must be a non-empty string, got {host!r}")
+        # bool is an int subclass; a port of True is a bug in the caller, not port 1.
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise TypeError(f"port must be an int, got {port!r}")
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port must be in 1..65535, got {port} (host {host!r})")
+        if server_hostname is None:
+            server_hostname = host
+        elif not isinstance(server_hostname, str):
+            raise TypeError(f"server_hostname must be a str or None, got {server_hostname!r}")
+        return cls(host, port, server_hostname)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.server_hostname == self.host:
+            return f"{host}:{self.port}"
+        return f"{host}:{self.port} (server_hostname={self.server_hostname!r})"

@@ -1,0 +1,153 @@
+"""Session engines: how a session is offered to a new connection and captured from a finished one.
+
+asyncio (and uvloop) create a connection's TLS object by calling ``ssl.wrap_bio(incoming,
+outgoing, server_side=..., server_hostname=...)`` on whatever was passed as ``ssl=``. They never
+pass ``session=``, so the pool hands them an :class:`OfferingContext`: a per-connection stand-in
+for the user's SSLContext whose ``wrap_bio`` adds the cached session. The user's context is never
+changed.
+
+An engine is the small interface behind which the session mechanism sits, so that another
+implementation (one that avoids the standard library's copies) can replace it.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+from .session import TLS13, CachedSession
+
+logger = logging.getLogger("aiotlspool")
+
+
+class OfferingContext:
+    """Passed to the event loop as ``ssl=`` for one connection: wraps the BIOs with the user's
+    context and offers ``session``. Also remembers the SSLObject and when the handshake began."""
+
+    __slots__ = ("context", "engine", "handshake_started", "offered", "session", "ssl_object")
+
+    def __init__(
+        self, context: ssl.SSLContext, session: CachedSession | None, engine: SessionEngine
+    ) -> None:
+        self.context = context
+        self.session = session
+        self.engine = engine
+        self.ssl_object: ssl.SSLObject | None = None
+        self.handshake_started = 0.0
+        # True once the session was really attached (False if it could not be).
+        self.offered = False
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        session: Any = None,
+    ) -> ssl.SSLObject:
+        # The loop calls this once the TCP connection is up, right before the handshake.
+        self.handshake_started = time.perf_counter()
+        ssl_object = self.engine.wrap(self, incoming, outgoing, server_side, server_hostname)
+        self.ssl_object = ssl_object
+        return ssl_object
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else a loop might read (e.g. check_hostname) comes from the real context.
+        return getattr(self.context, name)
+
+
+class SessionEngine(ABC):
+    """Offers and captures sessions for one kind of session handle."""
+
+    name: str
+
+    def offering_context(
+        self, context: ssl.SSLContext, session: CachedSession | None
+    ) -> OfferingContext:
+        """The object to pass as ``ssl=`` for one connection."""
+        if session is not None and session.engine != self.name:
+            raise ValueError(
+                f"a {session.engine!r} session cannot be used by the {self.name!r} engine"
+            )
+        return OfferingContext(context, session, self)
+
+    @abstractmethod
+    def wrap(
+        self,
+        offer: OfferingContext,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool,
+        server_hostname: str | None,
+    ) -> ssl.SSLObject:
+        """Create the SSLObject with ``offer.context``, attaching ``offer.session`` if any."""
+
+    @abstractmethod
+    def capture(self, ssl_object: ssl.SSLObject) -> CachedSession | None:
+        """The connection's session, if it can be resumed later (a TLS 1.3 one needs its ticket).
+
+        Called at most once per connection: the standard library copies the session on every
+        read (and leaks the copy on Python 3.10-3.13.0).
+        """
+
+    def ticket_arrived(self, ssl_object: ssl.SSLObject) -> bool | None:
+        """Whether a TLS 1.3 ticket has arrived, if the engine can tell without a copy."""
+        return None
+
+
+class StdlibSessionEngine(SessionEngine):
+    """Uses only the standard library: ``wrap_bio(session=...)`` and ``SSLObject.session``."""
+
+    name = "stdlib"
+
+    def wrap(
+        self,
+        offer: OfferingContext,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool,
+        server_hostname: str | None,
+    ) -> ssl.SSLObject:
+        if offer.session is not None:
+            try:
+                ssl_object = offer.context.wrap_bio(
+                    incoming,
+                    outgoing,
+                    server_side=server_side,
+                    server_hostname=server_hostname,
+                    session=offer.session.handle,  # type: ignore[arg-type]
+                )
+            except ValueError as exc:
+                # "Session refers to a different SSLContext": the key should make this
+                # impossible; fall back to a full handshake rather than fail the connection.
+                logger.warning("could not offer a cached session (%s); full handshake", exc)
+            else:
+                offer.offered = True
+                return ssl_object
+        return offer.context.wrap_bio(
+            incoming, outgoing, server_side=server_side, server_hostname=server_hostname
+        )
+
+    def capture(self, ssl_object: ssl.SSLObject) -> CachedSession | None:
+        session = ssl_object.session  # the one read: a DER copy
+        if session is None:
+            return None
+        tls_version = ssl_object.version() or ""
+        if tls_version == TLS13 and not session.has_ticket:
+            # Ticketless TLS 1.3 session: offering it would silently give a full handshake.
+            return None
+        lifetime: float | None = None
+        if session.has_ticket and (tls_version == TLS13 or session.ticket_lifetime_hint > 0):
+            # TLS 1.3: a hint of 0 means "discard now"; TLS 1.2: 0 means "unspecified".
+            lifetime = float(session.ticket_lifetime_hint)
+        return CachedSession(
+            handle=session,
+            engine=self.name,
+            tls_version=tls_version,
+            has_ticket=session.has_ticket,
+            lifetime=lifetime,
+            created_at=float(session.time),
+        )

@@ -1,0 +1,57 @@
+"""Pool statistics: counters bumped where each event happens, and the snapshot users read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Counters:
+    """Running totals since the pool was created. Each is incremented at the one place where
+    its event happens (the connector for handshakes, the pool for connection lifetimes)."""
+
+    full_handshakes: int = 0
+    resumed_handshakes: int = 0
+    rejected_sessions: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    sessions_stored: int = 0
+    connections_opened: int = 0
+    connections_closed: int = 0
+    connect_errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of :meth:`Pool.stats`.
+
+    Totals since the pool was created:
+
+    - ``full_handshakes`` / ``resumed_handshakes``: successful TLS handshakes, by kind.
+    - ``rejected_sessions``: cached sessions the server refused (the handshake went on in full);
+      each such session was dropped from the cache.
+    - ``cache_hits`` / ``cache_misses``: connects that found / did not find a session to offer.
+    - ``sessions_stored``: sessions captured from connections and handed to the cache.
+    - ``expired`` / ``evicted``: sessions the cache dropped for age / for its size bound.
+    - ``connections_opened`` / ``connections_closed``, ``connect_errors`` (failed connects).
+
+    Current state: ``cache_size`` (sessions held), ``in_use``, ``idle``, ``connecting`` (slots
+    whose connection is being opened) and ``waiting`` (acquires queued for a slot).
+    """
+
+    full_handshakes: int
+    resumed_handshakes: int
+    rejected_sessions: int
+    cache_hits: int
+    cache_misses: int
+    sessions_stored: int
+    cache_size: int
+    expired: int
+    evicted: int
+    connections_opened: int
+    connections_closed: int
+    connect_errors: int
+    in_use: int
+    idle: int
+    connecting: int
+    waiting: int
