@@ -32,5 +32,17 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,demo,bench]'
+	touch $(BENCH_STAMP)
+
+# Benchmarks write JSON, a Markdown table and PNG charts to benchmarks/results/.
+bench: $(BENCH_STAMP)
+	$(PY) -m benchmarks
+
+bench-quick: $(BENCH_STAMP)
+	$(PY) -m benchmarks --quick
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info
