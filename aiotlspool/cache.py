@@ -127,7 +127,8 @@ class MemorySessionCache(SessionCache):
         if session.lifetime is not None:
             lifetime = min(lifetime, session.lifetime)
         # A session stored some time after its handshake has less of its lifetime left.
-        age = max(0.0, time.time() - session.created_at)
+        # OpenSSL records creation in whole seconds, hence the one second of slack.
+        age = max(0.0, time.time() - session.created_at - 1.0)
         return lifetime - age
 
     async def get(self, key: SessionKey) -> CachedSession | None:

@@ -326,7 +326,9 @@ class Pool:
                 # A slot was assigned as we were cancelled (or timed out): hand it on, or it is
                 # lost forever (httpcore #1093, aiohttp #9670).
                 self._give_back(future.result())
-            elif not future.done():
+            elif not future.done() or future.cancelled():
+                # Cancelling the task cancels the future it awaits; either way it was never
+                # served. (A future failed with PoolClosed was already counted out.)
                 future.cancel()
                 self._waiting -= 1
                 self._forget_waiter(waiter)
