@@ -1,0 +1,500 @@
+"""The ctypes binding to libssl, exercised with real in-memory TLS handshakes."""
+
+from __future__ import annotations
+
+import _ssl
+import contextlib
+import ctypes
+import gc
+import os
+import ssl
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aiotlspool import _native
+from aiotlspool._native import MAX_DER_SIZE, Libssl, NativeSession, NativeUnavailable
+
+try:
+    LIB = Libssl.load()
+except NativeUnavailable as exc:  # e.g. statically linked _ssl, or not CPython
+    print(f"native binding unavailable: {exc}")
+    pytest.skip(f"native binding unavailable: {exc}", allow_module_level=True)
+
+TLS12 = ssl.TLSVersion.TLSv1_2
+TLS13 = ssl.TLSVersion.TLSv1_3
+
+
+@dataclass
+class Conn:
+    """A client and a server SSLObject wired together through memory BIOs."""
+
+    client: ssl.SSLObject
+    server: ssl.SSLObject
+    c_in: ssl.MemoryBIO
+    c_out: ssl.MemoryBIO
+    s_in: ssl.MemoryBIO
+    s_out: ssl.MemoryBIO
+
+    def handshake(self) -> None:
+        client_done = server_done = False
+        for _ in range(10):
+            if not client_done:
+                client_done = _step(self.client.do_handshake)
+            self.s_in.write(self.c_out.read())
+            if not server_done:
+                server_done = _step(self.server.do_handshake)
+            self.c_in.write(self.s_out.read())
+            if client_done and server_done:
+                return
+        raise AssertionError("handshake did not finish")
+
+    def client_read(self) -> None:
+        """Let the client process whatever the server sent (TLS 1.3 tickets)."""
+        with contextlib.suppress(ssl.SSLWantReadError):
+            self.client.read(1)
+
+
+def _step(fn: Callable[[], object]) -> bool:
+    try:
+        fn()
+    except ssl.SSLWantReadError:
+        return False
+    return True
+
+
+@dataclass
+class Pki:
+    ca: trustme.CA
+    cert: trustme.LeafCert
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    ca = trustme.CA()
+    return Pki(ca, ca.issue_cert("localhost"))
+
+
+class Endpoint:
+    """A server context and a client context pinned to one TLS version."""
+
+    def __init__(self, pki: Pki, version: ssl.TLSVersion) -> None:
+        self.pki = pki
+        self.version = version
+        self.server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        pki.cert.configure_cert(self.server_ctx)
+        self.server_ctx.minimum_version = self.server_ctx.maximum_version = version
+        self.client_ctx = self.new_client_ctx()
+
+    def new_client_ctx(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.pki.ca.configure_trust(ctx)
+        ctx.minimum_version = ctx.maximum_version = self.version
+        return ctx
+
+    def connect(self, client_ctx: ssl.SSLContext | None = None) -> Conn:
+        c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+        client = (client_ctx or self.client_ctx).wrap_bio(c_in, c_out, server_hostname="localhost")
+        server = self.server_ctx.wrap_bio(s_in, s_out, server_side=True)
+        return Conn(client, server, c_in, c_out, s_in, s_out)
+
+    def full(self) -> Conn:
+        """A completed handshake whose client has read the server's tickets."""
+        conn = self.connect()
+        conn.handshake()
+        conn.client_read()
+        return conn
+
+
+@pytest.fixture(scope="module")
+def tls12(pki: Pki) -> Endpoint:
+    return Endpoint(pki, TLS12)
+
+
+@pytest.fixture(scope="module")
+def tls13(pki: Pki) -> Endpoint:
+    return Endpoint(pki, TLS13)
+
+
+@pytest.fixture(params=[TLS12, TLS13], ids=["tls12", "tls13"])
+def endpoint(request: pytest.FixtureRequest, tls12: Endpoint, tls13: Endpoint) -> Endpoint:
+    return tls12 if request.param is TLS12 else tls13
+
+
+@pytest.fixture(scope="module")
+def der13(tls13: Endpoint) -> bytes:
+    session = LIB.capture(tls13.full().client)
+    assert session is not None
+    return session.to_der()
+
+
+def captured(endpoint: Endpoint) -> NativeSession:
+    session = LIB.capture(endpoint.full().client)
+    assert session is not None
+    return session
+
+
+def resumes(
+    endpoint: Endpoint, session: NativeSession, client_ctx: ssl.SSLContext | None = None
+) -> bool:
+    conn = endpoint.connect(client_ctx)
+    LIB.apply(conn.client, session)
+    conn.handshake()
+    return conn.client.session_reused
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+def test_load_is_cached_across_threads() -> None:
+    results: list[Libssl] = []
+    threads = [threading.Thread(target=lambda: results.append(Libssl.load())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 8
+    assert all(r is LIB for r in results)
+
+
+def test_load_binds_the_libssl_mapped_for_ssl() -> None:
+    assert "libssl" in LIB.libssl_path
+    assert "libcrypto" in LIB.libcrypto_path
+
+
+def test_load_reports_missing_proc_maps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_native, "_MAPS_PATH", "/nonexistent/maps")
+    with pytest.raises(NativeUnavailable, match="/proc/self/maps"):
+        _native._load_uncached()
+
+
+def test_load_caches_the_failure_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_native, "_load_outcome", "a cached reason.")
+    for _ in range(2):
+        with pytest.raises(NativeUnavailable, match=r"^a cached reason\.$"):
+            Libssl.load()
+
+
+def test_load_reports_a_statically_linked_ssl(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Pretend every address belongs to _ssl itself, as with a static OpenSSL.
+    maps = tmp_path / "maps"
+    maps.write_text(f"0-ffffffffffffffff r-xp 00000000 00:00 1 {_ssl.__file__}\n")
+    monkeypatch.setattr(_native, "_MAPS_PATH", str(maps))
+    with pytest.raises(NativeUnavailable, match="statically"):
+        _native._load_uncached()
+
+
+def test_load_reports_symbols_outside_any_mapping(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    maps = tmp_path / "maps"
+    maps.write_text("")
+    monkeypatch.setattr(_native, "_MAPS_PATH", str(maps))
+    with pytest.raises(NativeUnavailable, match="not in any mapped file"):
+        _native._load_uncached()
+
+
+def test_load_reports_a_version_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ssl, "OPENSSL_VERSION_NUMBER", 0x10101000)
+    with pytest.raises(NativeUnavailable, match="version"):
+        _native._load_uncached()
+
+
+def test_load_refuses_other_implementations(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.implementation, "name", "pypy")
+    with pytest.raises(NativeUnavailable, match="not CPython"):
+        _native._load_uncached()
+
+
+def test_a_fresh_load_passes_its_self_check() -> None:
+    fresh = _native._load_uncached()
+    assert fresh is not LIB
+    assert fresh.libssl_path == LIB.libssl_path
+
+
+def test_load_reports_a_type_too_small_for_the_layout() -> None:
+    with pytest.raises(NativeUnavailable, match="smaller"):
+        _native._check_layout(object)
+
+
+# --- validation of the SSL* -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "thing",
+    [object(), ssl.MemoryBIO(), None, "text", type("Fake", (), {"_sslobj": object()})()],
+    ids=["object", "memorybio", "none", "str", "fake-sslobj"],
+)
+def test_non_ssl_objects_are_refused_without_crashing(thing: object) -> None:
+    with pytest.raises(NativeUnavailable):
+        LIB.ssl_pointer(thing)  # type: ignore[arg-type]
+    with pytest.raises(NativeUnavailable):
+        LIB.capture(thing)  # type: ignore[arg-type]
+
+
+def test_ctx_field_mismatch_is_reported(tls13: Endpoint) -> None:
+    conn = tls13.connect()
+    other = tls13.new_client_ctx()
+    with pytest.raises(NativeUnavailable, match="layout"):
+        LIB._read_ssl_field(conn.client._sslobj, id(other))  # type: ignore[attr-defined]
+    with pytest.raises(NativeUnavailable, match="layout"):
+        LIB._read_ssl_field(conn.client._sslobj, 12345)  # type: ignore[attr-defined]
+
+
+def test_ssl_pointer_is_stable_and_distinct(tls13: Endpoint) -> None:
+    a, b = tls13.connect(), tls13.connect()
+    assert LIB.ssl_pointer(a.client) == LIB.ssl_pointer(a.client)
+    assert LIB.ssl_pointer(a.client) != LIB.ssl_pointer(b.client)
+
+
+def test_ssl_pointer_survives_a_context_swap(tls13: Endpoint) -> None:
+    conn = tls13.connect()
+    conn.client.context = tls13.new_client_ctx()
+    assert LIB.ssl_pointer(conn.client)
+
+
+# --- capture, has_ticket --------------------------------------------------------------
+
+
+def test_fresh_connection_has_no_session(endpoint: Endpoint) -> None:
+    conn = endpoint.connect()
+    assert LIB.capture(conn.client) is None
+    assert LIB.has_ticket(conn.client) is False
+
+
+def test_capture_after_full_handshake_has_a_ticket(endpoint: Endpoint) -> None:
+    before = int(time.time())
+    session = captured(endpoint)
+    assert session.has_ticket
+    assert session.is_resumable()
+    assert session.protocol_version == (0x0303 if endpoint.version is TLS12 else 0x0304)
+    assert session.ticket_lifetime_hint > 0
+    assert session.timeout > 0
+    assert before - 5 <= session.time <= time.time() + 5
+
+
+def test_tls13_ticket_arrives_only_after_a_read(tls13: Endpoint) -> None:
+    conn = tls13.connect()
+    conn.handshake()
+    assert LIB.has_ticket(conn.client) is False
+    early = LIB.capture(conn.client)
+    assert early is not None
+    assert not early.has_ticket
+    conn.client_read()
+    assert LIB.has_ticket(conn.client) is True
+    later = LIB.capture(conn.client)
+    assert later is not None
+    assert later.has_ticket
+
+
+def test_tls12_ticket_is_part_of_the_handshake(tls12: Endpoint) -> None:
+    conn = tls12.connect()
+    conn.handshake()
+    assert LIB.has_ticket(conn.client) is True
+
+
+def test_has_ticket_agrees_with_the_stdlib(endpoint: Endpoint) -> None:
+    conn = endpoint.full()
+    session = conn.client.session
+    assert session is not None
+    assert LIB.has_ticket(conn.client) is session.has_ticket
+
+
+def test_session_is_freed_when_unreferenced(tls13: Endpoint) -> None:
+    session = captured(tls13)
+    ref = weakref.ref(session)
+    del session
+    # No gc.collect(): the finalizer must not form a cycle with the session.
+    assert ref() is None
+
+
+# --- apply and resumption -------------------------------------------------------------
+
+
+def test_applied_capture_resumes(endpoint: Endpoint) -> None:
+    assert resumes(endpoint, captured(endpoint))
+
+
+def test_session_resumes_under_another_context(endpoint: Endpoint) -> None:
+    # Unlike stdlib SSLSession, which is bound to the SSLContext that made it.
+    assert resumes(endpoint, captured(endpoint), endpoint.new_client_ctx())
+
+
+def test_without_apply_there_is_no_resumption(endpoint: Endpoint) -> None:
+    conn = endpoint.connect()
+    conn.handshake()
+    assert not conn.client.session_reused
+
+
+def test_capture_before_tls13_ticket_gives_a_full_handshake(tls13: Endpoint) -> None:
+    conn = tls13.connect()
+    conn.handshake()
+    early = LIB.capture(conn.client)
+    assert early is not None
+    assert not early.is_resumable()
+    assert not resumes(tls13, early)
+
+
+def test_session_reapplied_after_unclean_drops_stays_resumable(endpoint: Endpoint) -> None:
+    # OpenSSL marks the session attached to a connection freed without close_notify
+    # as non-resumable; apply() must attach a copy so ours survives.
+    session = captured(endpoint)
+    for _ in range(3):
+        assert resumes(endpoint, session)
+        gc.collect()
+    assert session.is_resumable()
+
+
+def test_capture_survives_its_connection(endpoint: Endpoint) -> None:
+    conn = endpoint.full()
+    session = LIB.capture(conn.client)
+    assert session is not None
+    del conn
+    gc.collect()
+    assert session.is_resumable()
+    assert resumes(endpoint, session)
+
+
+def test_apply_refuses_server_side(tls13: Endpoint) -> None:
+    conn = tls13.connect()
+    with pytest.raises(ValueError, match="server-side"):
+        LIB.apply(conn.server, captured(tls13))
+
+
+def test_apply_refuses_after_handshake_started(tls13: Endpoint) -> None:
+    session = captured(tls13)
+    conn = tls13.connect()
+    with pytest.raises(ssl.SSLWantReadError):
+        conn.client.do_handshake()
+    with pytest.raises(ValueError, match="handshake"):
+        LIB.apply(conn.client, session)
+    done = tls13.full()
+    with pytest.raises(ValueError, match="handshake"):
+        LIB.apply(done.client, session)
+
+
+def test_apply_refuses_non_sessions(tls13: Endpoint) -> None:
+    conn = tls13.connect()
+    with pytest.raises(TypeError):
+        LIB.apply(conn.client, object())  # type: ignore[arg-type]
+
+
+# --- DER ------------------------------------------------------------------------------
+
+
+def test_der_round_trip_resumes(endpoint: Endpoint) -> None:
+    der = captured(endpoint).to_der()
+    assert 100 < len(der) < 4096
+    restored = LIB.session_from_der(der)
+    assert restored.to_der() == der
+    assert restored.has_ticket
+    assert restored.is_resumable()
+    assert resumes(endpoint, restored, endpoint.new_client_ctx())
+
+
+@pytest.mark.parametrize(
+    "der",
+    [b"", b"\x00", b"\x30\x00", b"\x30\x82\xff\xff", b"not a session" * 10],
+    ids=["empty", "zero", "empty-seq", "huge-length", "text"],
+)
+def test_garbage_der_is_a_value_error(der: bytes) -> None:
+    with pytest.raises(ValueError, match="DER"):
+        LIB.session_from_der(der)
+
+
+def test_oversized_der_is_a_value_error(der13: bytes) -> None:
+    with pytest.raises(ValueError, match="larger"):
+        LIB.session_from_der(der13 + b"\x00" * (MAX_DER_SIZE + 1 - len(der13)))
+
+
+def test_trailing_bytes_are_a_value_error(der13: bytes) -> None:
+    with pytest.raises(ValueError, match="trailing"):
+        LIB.session_from_der(der13 + b"\x00")
+
+
+def test_der_refuses_non_bytes() -> None:
+    with pytest.raises(TypeError):
+        LIB.session_from_der(10**9)  # type: ignore[arg-type]
+
+
+def test_der_accepts_bytes_like(der13: bytes) -> None:
+    assert LIB.session_from_der(bytearray(der13)).to_der() == der13  # type: ignore[arg-type]
+    assert LIB.session_from_der(memoryview(der13)).to_der() == der13  # type: ignore[arg-type]
+
+
+FAST = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+@FAST
+@given(st.binary(min_size=1, max_size=2048))
+def test_random_bytes_are_a_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError, match="DER"):
+        LIB.session_from_der(data)
+
+
+@FAST
+@given(st.data())
+def test_every_truncation_is_a_value_error(der13: bytes, data: st.DataObject) -> None:
+    cut = data.draw(st.integers(min_value=0, max_value=len(der13) - 1))
+    with pytest.raises(ValueError, match="DER"):
+        LIB.session_from_der(der13[:cut])
+
+
+@FAST
+@given(st.data())
+def test_mutated_der_never_crashes(der13: bytes, tls13: Endpoint, data: st.DataObject) -> None:
+    raw = bytearray(der13)
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        session = LIB.session_from_der(bytes(raw))
+    except ValueError:
+        return
+    # Whatever OpenSSL accepted must be safe to inspect, encode and offer.
+    session.to_der()
+    repr(session)
+    conn = tls13.connect()
+    try:
+        LIB.apply(conn.client, session)
+        conn.handshake()
+    except (ValueError, ssl.SSLError):
+        pass
+
+
+def _all_truncations(der: bytes) -> Iterator[bytes]:
+    step = max(1, len(der) // 64)
+    yield from (der[:n] for n in range(0, len(der), step))
+
+
+def test_systematic_truncations_are_value_errors(der13: bytes) -> None:
+    for prefix in _all_truncations(der13):
+        with pytest.raises(ValueError, match="DER"):
+            LIB.session_from_der(prefix)
+
+
+@pytest.mark.parametrize(
+    "der", [b"\x30\x03\x02\x01\x01", b"\x30\x82\x01"], ids=["bad-version", "truncated"]
+)
+def test_failed_parse_leaves_no_openssl_error_behind(der: bytes) -> None:
+    # A stale entry on the thread's error queue could surface later as a bogus SSLError.
+    libcrypto = ctypes.CDLL(LIB.libcrypto_path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
+    peek = libcrypto.ERR_peek_error
+    peek.restype, peek.argtypes = ctypes.c_ulong, []
+    with pytest.raises(ValueError, match="DER"):
+        LIB.session_from_der(der)
+    assert peek() == 0
