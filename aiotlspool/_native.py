@@ -48,6 +48,7 @@ class _Bindings:
     """The OpenSSL functions we call, each with argtypes and restype declared."""
 
     __slots__ = (
+        "ctx_certificate",
         "d2i_session",
         "err_clear",
         "get1_session",
@@ -55,6 +56,7 @@ class _Bindings:
         "get_session",
         "get_ssl_ctx",
         "i2d_session",
+        "i2d_x509",
         "in_before",
         "is_server",
         "session_dup",
@@ -104,6 +106,8 @@ class _Bindings:
         self.in_before: _PtrToInt = bind("SSL_in_before", i, vp)
         self.get_ssl_ctx: _PtrToPtr = bind("SSL_get_SSL_CTX", vp, vp)
         self.version_num: Callable[[], int] = bind("OpenSSL_version_num", ctypes.c_ulong)
+        self.ctx_certificate: _PtrToPtr = bind("SSL_CTX_get0_certificate", vp, vp)
+        self.i2d_x509: Callable[[int, Any], int] = bind("i2d_X509", i, vp, ctypes.POINTER(vp))
         self.err_clear: Callable[[], None] = bind("ERR_clear_error", None)
 
 
@@ -254,6 +258,14 @@ class Libssl:
         session = self._fns.get_session(ptr)
         return bool(session) and bool(self._fns.session_has_ticket(cast(int, session)))
 
+    def session_identity(self, ssl_object: ssl.SSLObject) -> int | None:
+        """The address of the connection's current session, as an identity only.
+
+        OpenSSL replaces the session object when a TLS 1.3 ticket arrives, so a changed
+        identity means a new ticket. Never dereferenced.
+        """
+        return self._fns.get_session(self.ssl_pointer(ssl_object))
+
     def capture(self, ssl_object: ssl.SSLObject) -> NativeSession | None:
         """Our own copy of the connection's current session, or None if there is none."""
         ptr = self.ssl_pointer(ssl_object)
@@ -297,6 +309,30 @@ class Libssl:
                 raise ValueError("SSL_set_session failed")
         finally:
             self._fns.session_free(copy)
+
+    def context_certificate(self, context: ssl.SSLContext) -> bytes | None:
+        """DER of the certificate loaded into ``context`` (the client certificate), or None.
+
+        The standard library cannot read it back. The ``SSL_CTX*`` is reached through a
+        throwaway connection object, so it goes through the same validation as every call.
+        """
+        probe = context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO())
+        sslctx = self._fns.get_ssl_ctx(self.ssl_pointer(probe))
+        if not sslctx:
+            return None
+        cert = self._fns.ctx_certificate(sslctx)
+        if not cert:
+            return None
+        size = self._fns.i2d_x509(cert, None)
+        if size <= 0:
+            self._fns.err_clear()
+            raise ValueError("i2d_X509 failed")
+        buf = ctypes.create_string_buffer(size)
+        cursor = ctypes.c_void_p(ctypes.addressof(buf))
+        if self._fns.i2d_x509(cert, ctypes.byref(cursor)) != size:
+            self._fns.err_clear()
+            raise ValueError("i2d_X509 wrote an unexpected length")
+        return buf.raw
 
     def session_from_der(self, der: bytes) -> NativeSession:
         """Parse a DER session (d2i_SSL_SESSION).

@@ -82,6 +82,7 @@ class Connection:
         self._key = key
         self._protocol = protocol
         self._capture_pending = capture_pending
+        self._ticket_marker: object = None  # see SessionEngine.handshake_marker
         self._closed = False
         # Set by the pool: the slot this connection occupies, whether the slot was freed, and
         # whether closing has begun (so that a connection is closed exactly once).

@@ -90,7 +90,7 @@ class Connector:
         try:
             async with deadline(self.connect_timeout):
                 while True:
-                    offer = await self._take_session(key)
+                    offer = await self.take_session(key)
                     try:
                         return await self._connect_once(pool, endpoint, key, offer)
                     except (ConnectError, ssl.SSLCertVerificationError):
@@ -205,6 +205,8 @@ class Connector:
             capture_pending=self.cache is not None and not (reused and tls_version != TLS13),
             created_at=asyncio.get_running_loop().time(),
         )
+        if conn._capture_pending:
+            conn._ticket_marker = self.engine.handshake_marker(ssl_object)
         if rejected and offer is not None:
             self.counters.rejected_sessions += 1
             await self._drop(key, offer)
@@ -235,7 +237,7 @@ class Connector:
 
     def ticket_likely_arrived(self, conn: Connection) -> bool:
         """Whether capturing ``conn``'s TLS 1.3 session now would find the ticket."""
-        known = self.engine.ticket_arrived(conn.ssl_object)
+        known = self.engine.ticket_arrived(conn.ssl_object, conn._ticket_marker)
         if known is not None:
             return known
         # Servers send tickets right after the handshake, before any application data.
@@ -248,7 +250,7 @@ class Connector:
         await conn.close_streams(self.close_timeout)
         await self.capture(conn)
 
-    async def _take_session(self, key: SessionKey) -> CachedSession | None:
+    async def take_session(self, key: SessionKey) -> CachedSession | None:
         if self.cache is None:
             return None
         session = await self.cache.get(key)

@@ -93,8 +93,13 @@ class SessionEngine(ABC):
         read (and leaks the copy on Python 3.10-3.13.0).
         """
 
-    def ticket_arrived(self, ssl_object: ssl.SSLObject) -> bool | None:
-        """Whether a TLS 1.3 ticket has arrived, if the engine can tell without a copy."""
+    def handshake_marker(self, ssl_object: ssl.SSLObject) -> object:
+        """Whatever :meth:`ticket_arrived` needs to remember from the end of the handshake."""
+        return None
+
+    def ticket_arrived(self, ssl_object: ssl.SSLObject, marker: object) -> bool | None:
+        """Whether a new TLS 1.3 ticket has arrived since the handshake, if the engine can
+        tell without copying the session; None when it cannot."""
         return None
 
 

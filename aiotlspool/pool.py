@@ -20,13 +20,14 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from . import transfer
 from ._timeout import deadline
 from .cache import MemorySessionCache, SessionCache
 from .connection import Connection
 from .connector import Connector
 from .endpoint import Endpoint
-from .engine import StdlibSessionEngine
 from .exceptions import ConnectError, PoolClosed, PoolTimeout
+from .native_engine import NativeSessionEngine, select_engine
 from .stats import Counters, PoolStats
 
 logger = logging.getLogger("aiotlspool")
@@ -101,6 +102,9 @@ class Pool:
         share_sessions_across_ports: key sessions by context and server name only, so that all
             ports of a host share them (as the ScyllaDB driver does). Default: per port.
         close_timeout: seconds to wait for the server's close_notify when closing (default 2).
+        session_engine: how sessions are captured and offered: ``"native"`` through libssl
+            (no copies, no leak; needed for export/import), ``"stdlib"`` through the standard
+            library only, or ``"auto"`` (default): native when its self-check passes here.
 
     Use it as ``async with Pool(...) as pool`` or call :meth:`aclose` when done. A pool belongs
     to the event loop that first uses it.
@@ -122,6 +126,7 @@ class Pool:
         require_resumption: bool = False,
         share_sessions_across_ports: bool = False,
         close_timeout: float = 2.0,
+        session_engine: str = "auto",
     ) -> None:
         if ssl_context is None:
             ssl_context = ssl.create_default_context()
@@ -162,9 +167,10 @@ class Pool:
         self.max_lifetime = _positive("max_lifetime", max_lifetime)
         self.acquire_timeout = _positive("acquire_timeout", acquire_timeout)
         self._counters = Counters()
+        self._engine = select_engine(session_engine)
         self._connector = Connector(
             ssl_context=ssl_context,
-            engine=StdlibSessionEngine(),
+            engine=self._engine,
             cache=cache,
             counters=self._counters,
             share_sessions_across_ports=share_sessions_across_ports,
@@ -278,6 +284,62 @@ class Pool:
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(self._close(timeout))
         await asyncio.shield(self._closing)
+
+    @property
+    def session_engine(self) -> str:
+        """The session engine in use: ``"native"`` or ``"stdlib"``."""
+        return self._engine.name
+
+    async def export_session(
+        self, host: str, port: int, *, server_hostname: str | None = None
+    ) -> bytes | None:
+        """Take a cached session for the endpoint and return it as bytes, or None if none.
+
+        The bytes are bound to the server name, port and this context's verification settings
+        (see :meth:`import_session`). They hold the session's secret: store them like a key.
+        A TLS 1.3 ticket is handed out once, so an exported ticket leaves the cache. Needs the
+        native session engine (the standard library cannot serialize sessions).
+        """
+        engine = self._native_engine("export")
+        endpoint = Endpoint.create(host, port, server_hostname)
+        key = self._connector.key_for(endpoint)
+        session = await self._connector.take_session(key)
+        if session is None:
+            return None
+        return transfer.encode(
+            session, key, transfer.verification_fingerprint(self.ssl_context, engine.libssl)
+        )
+
+    async def import_session(
+        self, data: bytes, host: str, port: int, *, server_hostname: str | None = None
+    ) -> None:
+        """Put an exported session into the cache for the endpoint, after checking its binding.
+
+        Raises ValueError - and caches nothing - unless ``data`` is a well-formed export made
+        for exactly this server name and port, through a context with the same verification
+        settings (verify mode, host-name check, CA certificates, client certificate, protocol
+        range), and not expired. Only import bytes from a store you trust.
+        """
+        engine = self._native_engine("import")
+        endpoint = Endpoint.create(host, port, server_hostname)
+        key = self._connector.key_for(endpoint)
+        fingerprint = transfer.verification_fingerprint(self.ssl_context, engine.libssl)
+        native = transfer.decode(data, key, fingerprint, engine.libssl)
+        version = "TLSv1.3" if native.protocol_version == 0x0304 else "TLSv1.2"
+        session = engine.describe(native, version)
+        if session is None:
+            raise ValueError("the exported session cannot be resumed")
+        if self.session_cache is None:
+            raise RuntimeError("this pool has no session cache (session_cache=False)")
+        await self.session_cache.put(key, session)
+
+    def _native_engine(self, action: str) -> NativeSessionEngine:
+        if not isinstance(self._engine, NativeSessionEngine):
+            raise RuntimeError(
+                f"session {action} needs the native session engine; this pool uses "
+                f"{self._engine.name!r}"
+            )
+        return self._engine
 
     @property
     def closed(self) -> bool:

@@ -4,6 +4,7 @@ servers on 127.0.0.1 with trustme certificates."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -30,6 +31,22 @@ def pytest_asyncio_loop_factories(
     else:
         factories["uvloop"] = uvloop.new_event_loop
     return factories
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every async test (they all drive a Pool) runs with both session engines, unless its
+    # module names the engines it is about in SESSION_ENGINES.
+    if inspect.iscoroutinefunction(metafunc.function):
+        engines = getattr(metafunc.module, "SESSION_ENGINES", ["native", "stdlib"])
+        metafunc.fixturenames.append("session_engine")
+        metafunc.parametrize("session_engine", engines, indirect=True)
+
+
+@pytest.fixture
+def session_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The engine that Pool(session_engine="auto") picks in this test."""
+    monkeypatch.setenv("AIOTLSPOOL_SESSION_ENGINE", request.param)
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

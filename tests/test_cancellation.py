@@ -64,8 +64,12 @@ async def test_cancel_after_idle_connection_was_assigned(client_ctx, server) -> 
         held = await pool.acquire(HOST, server.port, server_hostname=NAME)
         waiter = asyncio.create_task(pool.acquire(HOST, server.port, server_hostname=NAME))
         await asyncio.sleep(0.02)
-        await pool.release(held)  # assigns `held` to the waiter synchronously...
-        waiter.cancel()  # ...which is cancelled before it can run
+        # The release assigns `held` to the waiter in its first step; the waiter is cancelled
+        # right after that step, before it can run.
+        release = asyncio.create_task(pool.release(held))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        await release
         with pytest.raises(asyncio.CancelledError):
             await waiter
         assert_no_slots_held(pool, idle=1)
