@@ -84,6 +84,7 @@ class Connection:
         self._capture_pending = capture_pending
         self._ticket_marker: object = None  # see SessionEngine.handshake_marker
         self._closed = False
+        self._probe = _ReadableProbe(writer)
         # Set by the pool: the slot this connection occupies, whether the slot was freed, and
         # whether closing has begun (so that a connection is closed exactly once).
         self._slot: _Slot | None = None
@@ -104,12 +105,12 @@ class Connection:
         """Close the connection (with TLS close_notify) instead of returning it to the pool."""
         await self._pool._close_checked_out(self)
 
-    def is_reusable(self) -> bool:
-        """Whether an idle connection can be handed out again: open, and nothing unread."""
+    def is_reusable(self, *, ask_socket: bool = True) -> bool:
+        """Whether the connection can be pooled or handed out again: open, nothing unread."""
         if self.closed or self._protocol.data_while_idle:
             return False
         # The event loop may not have noticed yet that the peer closed: ask the socket.
-        return not _socket_readable(self.writer)
+        return not (ask_socket and self._probe.readable())
 
     async def close_streams(self, timeout: float) -> None:
         """Send close_notify and wait up to ``timeout`` for the peer's; then drop the socket.
@@ -132,19 +133,31 @@ class Connection:
             raise
 
 
-def _socket_readable(writer: asyncio.StreamWriter) -> bool:
-    """True if the socket has bytes or EOF waiting: an idle TLS stream should have neither."""
-    sock = writer.get_extra_info("socket")
-    if sock is None:
-        return False
-    with contextlib.suppress(OSError, ValueError):
-        fd = sock.fileno()
-        if fd < 0:
-            return True
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            return bool(poller.poll(0))
-        readable, _, _ = select.select([fd], [], [], 0)
-        return bool(readable)
-    return True
+class _ReadableProbe:
+    """Asks the kernel whether a socket has bytes or EOF waiting, without reading them.
+
+    The poller is made once per connection: checking an idle connection at checkout is then a
+    single ``poll(0)`` system call.
+    """
+
+    __slots__ = ("_fd", "_poller")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        self._fd = -1
+        self._poller: select.poll | None = None
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            self._fd = sock.fileno()
+            if hasattr(select, "poll"):
+                self._poller = select.poll()
+                self._poller.register(self._fd, select.POLLIN)
+
+    def readable(self) -> bool:
+        if self._fd < 0:
+            return False  # nothing to ask (no socket exposed): rely on the protocol's flags
+        with contextlib.suppress(OSError, ValueError):
+            if self._poller is not None:
+                return bool(self._poller.poll(0))
+            readable, _, _ = select.select([self._fd], [], [], 0)
+            return bool(readable)
+        return True  # the socket is gone

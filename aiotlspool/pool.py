@@ -192,6 +192,7 @@ class Pool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reaper: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._recent_endpoints: dict[tuple[str, int, str | None, type], Endpoint] = {}
 
     # -- public API -------------------------------------------------------------------------
 
@@ -230,10 +231,20 @@ class Pool:
         Raises :class:`PoolClosed`, :class:`PoolTimeout` (``acquire_timeout``), or a
         :class:`ConnectError` subclass naming the endpoint.
         """
-        endpoint = Endpoint.create(host, port, server_hostname)
+        endpoint = self._endpoint_for(host, port, server_hostname)
         self._check_loop()
         if self._closed:
             raise PoolClosed(f"the pool is closed; cannot connect to {endpoint}")
+        # Fast path: an idle connection and nobody queued for this endpoint before us.
+        slots = self._endpoints.get(endpoint)
+        if slots is not None and slots.idle and not slots.waiters:
+            to_close: list[Connection] = []
+            slot = self._take_idle(slots, to_close)
+            self._close_in_background(to_close)
+            if slot is not None:
+                assert slot.connection is not None
+                slot.connection.checkouts += 1
+                return slot.connection
         try:
             async with deadline(self.acquire_timeout):
                 slot = await self._wait_for_slot(endpoint)
@@ -260,7 +271,10 @@ class Pool:
         if slot is None:
             return  # closed by the user after checkout: nothing left to give back
         connector = self._connector
-        reusable = not self._closed and conn.is_reusable() and not self._too_old(slot)
+        # Whether the socket has unread bytes is asked at checkout, when it matters.
+        reusable = (
+            not self._closed and conn.is_reusable(ask_socket=False) and not self._too_old(slot)
+        )
         capture_now = reusable and conn._capture_pending and connector.ticket_likely_arrived(conn)
         if reusable:
             self._make_idle(slot)
@@ -444,7 +458,7 @@ class Pool:
         the global limit is in the way.
         """
         to_close: list[Connection] = []
-        if self._closed:
+        if self._closed or not self._waiting:
             return to_close
         while True:
             waiter, slots = self._first_servable_waiter()
@@ -508,6 +522,19 @@ class Pool:
         return oldest
 
     # -- state changes (the only places that move a slot between states) ----------------------
+
+    def _endpoint_for(self, host: str, port: int, server_hostname: str | None) -> Endpoint:
+        """The validated Endpoint for these arguments, remembered for the busy ones."""
+        # Keyed by the port's type too: 443, 443.0 and True==1 hash alike, one is valid.
+        args = (host, port, server_hostname, type(port))
+        try:
+            return self._recent_endpoints[args]
+        except (KeyError, TypeError):  # TypeError: unhashable junk, rejected by create()
+            endpoint = Endpoint.create(host, port, server_hostname)
+        if len(self._recent_endpoints) >= 1024:
+            self._recent_endpoints.clear()  # a crawler's long tail of hosts: start over
+        self._recent_endpoints[args] = endpoint
+        return endpoint
 
     def _endpoint(self, endpoint: Endpoint) -> _EndpointSlots:
         slots = self._endpoints.get(endpoint)

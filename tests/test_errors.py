@@ -150,3 +150,11 @@ async def test_failed_connects_are_logged_at_debug(client_ctx, caplog) -> None:
             with pytest.raises(ConnectError):
                 await pool.acquire(HOST, unused_port())
     assert any("retry in" in r.getMessage() for r in caplog.records)
+
+
+async def test_port_type_checked_even_for_a_known_endpoint(client_ctx, server) -> None:
+    async with Pool(client_ctx) as pool:
+        async with pool.connection(HOST, server.port, server_hostname=NAME):
+            pass
+        with pytest.raises(TypeError, match="port must be an int"):
+            await pool.acquire(HOST, float(server.port), server_hostname=NAME)  # type: ignore[arg-type]
