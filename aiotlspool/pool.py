@@ -14,11 +14,12 @@ import enum
 import itertools
 import logging
 import ssl
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from . import transfer
 from ._timeout import deadline
@@ -725,6 +726,15 @@ class Pool:
             f"{len(self._slots)}/{self.max_connections} connections open, "
             f"{self._idle_count} idle, {self._waiting} waiting"
         )
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        # Like asyncio transports and aiohttp sessions: say so when sockets are left open.
+        if not getattr(self, "_closed", True) and getattr(self, "_slots", None):
+            _warn(
+                f"unclosed {self!r}: use 'async with Pool()' or 'await pool.aclose()'",
+                ResourceWarning,
+                source=self,
+            )
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

@@ -101,6 +101,10 @@ async def start_server(
             await handler(reader, writer)
         except (OSError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Server.close() cancels handlers; ending normally keeps asyncio's stream callback
+            # from logging the cancellation as an error.
+            pass
         finally:
             writer.close()
             with contextlib.suppress(Exception):

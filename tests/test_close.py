@@ -92,3 +92,17 @@ async def test_session_captured_when_pool_closes_idle_tls13_connection(ca, cert)
             await pool.release(conn)
     finally:
         await srv.close()
+
+
+async def test_unclosed_pool_with_open_connections_warns(client_ctx, server) -> None:
+    import gc
+
+    pool = Pool(client_ctx, idle_timeout=None)  # (an expiry timer would keep the pool alive)
+    conn = await pool.acquire(HOST, server.port, server_hostname=NAME)
+    await pool.release(conn)  # idle in the pool; the pool and it now only reference each other
+    transport = conn.writer.transport
+    del conn
+    with pytest.warns(ResourceWarning, match="unclosed <Pool open"):
+        del pool
+        gc.collect()
+    transport.abort()
