@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 
@@ -32,6 +33,9 @@ class Endpoint:
             server_hostname = host
         elif not isinstance(server_hostname, str):
             raise TypeError(f"server_hostname must be a str or None, got {server_hostname!r}")
+        _check_name("host", host)
+        if server_hostname:
+            _check_name("server_hostname", server_hostname)
         return cls(host, port, server_hostname)
 
     def __str__(self) -> str:
@@ -39,3 +43,14 @@ class Endpoint:
         if self.server_hostname == self.host:
             return f"{host}:{self.port}"
         return f"{host}:{self.port} (server_hostname={self.server_hostname!r})"
+
+
+def _check_name(what: str, name: str) -> None:
+    """Reject names that the resolver and ssl would fail on with a bare UnicodeError."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        try:
+            name.encode("idna")
+        except UnicodeError as exc:
+            raise ValueError(f"invalid {what} {name!r}: {exc}") from None

@@ -102,7 +102,7 @@ async def test_unclosed_pool_with_open_connections_warns(client_ctx, server) -> 
     await pool.release(conn)  # idle in the pool; the pool and it now only reference each other
     transport = conn.writer.transport
     del conn
+    del pool
     with pytest.warns(ResourceWarning, match="unclosed <Pool open"):
-        del pool
         gc.collect()
     transport.abort()

@@ -158,3 +158,13 @@ async def test_port_type_checked_even_for_a_known_endpoint(client_ctx, server) -
             pass
         with pytest.raises(TypeError, match="port must be an int"):
             await pool.acquire(HOST, float(server.port), server_hostname=NAME)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("host", "name"), [("a..b", None), ("127.0.0.1", ".bad"), ("x" * 64, None)]
+)
+async def test_names_that_cannot_be_encoded(client_ctx, host: str, name: str | None) -> None:
+    async with Pool(client_ctx) as pool:
+        with pytest.raises(ValueError, match=r"invalid (host|server_hostname)"):
+            await pool.acquire(host, 443, server_hostname=name)
+        assert pool.stats().connecting == 0

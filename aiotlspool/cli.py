@@ -1,0 +1,411 @@
+"""The ``aiotlspool`` command line: ``demo`` and ``probe``.
+
+:func:`main` takes the arguments and returns the exit code, so tests call it in-process. Every
+failure the user can cause ends in one line on stderr and a documented exit code (see
+docs/cli.md), never a traceback; ``--debug`` shows tracebacks and the pool's debug log instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NoReturn
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .probe import ProbeReport
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # an unexpected error (a bug: please report it) or the demo failed
+EXIT_USAGE = 2  # bad command line or input; a missing optional dependency
+EXIT_CONNECT = 3  # cannot resolve the host or connect to it
+EXIT_TLS = 4  # the peer answered but the TLS handshake failed (not TLS, certificate, ...)
+EXIT_TIMEOUT = 5  # connecting or the handshake took longer than --timeout
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+PROG = "aiotlspool"
+
+
+class _UsageError(Exception):
+    """Bad input found after parsing: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (not the usage block, then the error)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --debug is accepted before and after the command; SUPPRESS keeps a subcommand's default
+    # from overwriting the value given before it.
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks and the pool's debug log",
+    )
+    parser = _Parser(
+        prog=PROG,
+        parents=[common],
+        description="An asyncio TLS connection pool that resumes TLS sessions: command line.",
+        epilog="Exit codes: 0 ok, 1 unexpected error, 2 usage/bad input, 3 cannot connect, "
+        "4 TLS or certificate failure, 5 timeout, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="reconnect to a local TLS server with and without the session cache",
+        description="Start a local TLS echo server (127.0.0.1, throwaway trustme certificates, "
+        "a child process that stops by itself), open N connections through each of two pools, "
+        "one without and one with the session cache, taking turns in batches of 50, and compare "
+        "handshakes, median handshake time and connects/s. "
+        "Needs the 'demo' extra: pip install 'aiotlspool[demo]'.",
+    )
+    demo.add_argument(
+        "--connections", type=_positive_int, default=300, metavar="N", help="per pool (300)"
+    )
+    demo.add_argument("--tls", choices=("1.2", "1.3"), default="1.3", help="TLS version (1.3)")
+    demo.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="client event loop (asyncio)",
+    )
+    demo.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="connections open at once per pool (1)",
+    )
+    demo.add_argument(
+        "--engine",
+        choices=("auto", "native", "stdlib"),
+        default="auto",
+        help="session engine of the pool (auto: native where its self-check passes)",
+    )
+    demo.set_defaults(handler=_demo)
+
+    probe = commands.add_parser(
+        "probe",
+        parents=[common],
+        help="report how a TLS server resumes sessions (IDs, tickets, TLS 1.3)",
+        description="For each of TLS 1.2 session IDs (tickets refused), TLS 1.2 tickets and "
+        "TLS 1.3 tickets: one full handshake, then ATTEMPTS reconnections through the pool; "
+        "report how many resumed, a verdict, the ticket lifetime hint, whether a TLS 1.3 ticket "
+        "can be used twice, and median handshake times. Each connection is closed with "
+        "close_notify; nothing is sent unless --send or --http says so.",
+        epilog="Exit codes: 0 the probe ran (whatever the verdicts), 2 bad input, 3 cannot "
+        "resolve or connect, 4 TLS handshake or certificate failure, 5 timeout, 1 unexpected "
+        "error. The JSON schema is in docs/cli.md.",
+    )
+    probe.add_argument("target", metavar="HOST[:PORT]", help="port 443 by default; [V6]:PORT")
+    probe.add_argument(
+        "--attempts",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="reconnections per mechanism (5)",
+    )
+    probe.add_argument("--servername", metavar="NAME", help="SNI and certificate name (HOST)")
+    probe.add_argument("--cafile", metavar="FILE", help="trust only the CA certificates in FILE")
+    probe.add_argument(
+        "--insecure", action="store_true", help="do not verify the certificate (said loudly)"
+    )
+    probe.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="per connection: TCP connect and handshake, and reading a reply (5)",
+    )
+    probe.add_argument("--json", action="store_true", help="print JSON (schema in docs/cli.md)")
+    request = probe.add_mutually_exclusive_group()
+    request.add_argument(
+        "--send",
+        metavar="TEXT",
+        help="send TEXT (escapes like \\r\\n and \\xHH allowed) after each handshake and "
+        "read the reply until EOF or a pause (2 s before the first byte, 0.2 s after)",
+    )
+    request.add_argument(
+        "--http",
+        action="store_true",
+        help="send 'HEAD / HTTP/1.1' with Host and 'Connection: close' (an HTTPS server)",
+    )
+    probe.add_argument("--tls1.2", dest="tls12", action="store_true", help="TLS 1.2 only")
+    probe.add_argument("--tls1.3", dest="tls13", action="store_true", help="TLS 1.3 only")
+    probe.set_defaults(handler=_probe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    debug = getattr(args, "debug", False)
+    if debug:
+        logging.basicConfig(format="%(asctime)s %(name)s %(message)s")
+        logging.getLogger("aiotlspool").setLevel(logging.DEBUG)
+    try:
+        code: int = args.handler(args)
+        return code
+    except _UsageError as exc:
+        return _fail(f"{PROG} {args.command}: {exc}", EXIT_USAGE)
+    except KeyboardInterrupt:
+        return _fail(f"{PROG}: interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:
+        if debug:
+            raise
+        return _fail(
+            f"{PROG}: unexpected error: {type(exc).__name__}: {exc} "
+            "(run with --debug for a traceback, and please report it)",
+            EXIT_ERROR,
+        )
+
+
+def _fail(message: str, code: int) -> int:
+    print(message, file=sys.stderr)
+    return code
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+# -- demo -----------------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import _demo as demo
+    from .pool import Pool
+
+    missing = demo.demo_dependencies_missing()
+    if missing is not None:
+        return _fail(
+            f"{PROG} demo needs {missing}, from the 'demo' extra: pip install 'aiotlspool[demo]'",
+            EXIT_USAGE,
+        )
+    if args.loop == "uvloop":
+        try:
+            demo.loop_factory("uvloop")
+        except ImportError:
+            return _fail(
+                f"{PROG} demo --loop uvloop needs uvloop: pip install 'aiotlspool[uvloop]'",
+                EXIT_USAGE,
+            )
+    try:
+        Pool(session_engine=args.engine)  # fails now if the engine is unavailable here
+    except RuntimeError as exc:
+        return _fail(f"{PROG} demo --engine {args.engine}: {exc}", EXIT_USAGE)
+    options = demo.DemoOptions(
+        connections=args.connections,
+        tls=args.tls,
+        loop=args.loop,
+        concurrency=args.concurrency,
+        engine=args.engine,
+    )
+    try:
+        demo.run_demo(options)
+    except demo.DemoError as exc:
+        return _fail(f"{PROG} demo: {exc}", EXIT_ERROR)
+    return EXIT_OK
+
+
+# -- probe ----------------------------------------------------------------------------------
+
+
+def _probe(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .exceptions import CertificateError, ConnectError, ConnectTimeout, TLSHandshakeError
+    from .probe import MECHANISMS, ProbeInputError, parse_target, probe
+
+    try:
+        host, port = parse_target(args.target)
+        send = _request_bytes(args, args.servername or host, port)
+    except ProbeInputError as exc:
+        raise _UsageError(str(exc)) from None
+    mechanisms = MECHANISMS
+    if args.tls12 != args.tls13:
+        mechanisms = tuple(m for m in MECHANISMS if m.startswith("tls1.2") == args.tls12)
+    if args.insecure:
+        print(
+            f"{PROG} probe: WARNING: --insecure: the certificate is NOT verified; anyone on "
+            "the path could be answering",
+            file=sys.stderr,
+        )
+    command = f"{PROG} probe"
+    try:
+        report = asyncio.run(
+            probe(
+                host,
+                port,
+                server_hostname=args.servername,
+                attempts=args.attempts,
+                cafile=args.cafile,
+                verify=not args.insecure,
+                timeout=args.timeout,
+                send=send,
+                mechanisms=mechanisms,
+            )
+        )
+    except ProbeInputError as exc:
+        raise _UsageError(str(exc)) from None
+    except ConnectTimeout as exc:
+        return _fail(f"{command}: {exc}", EXIT_TIMEOUT)
+    except CertificateError as exc:
+        hint = "use --cafile FILE to trust its CA, or --insecure to skip verification"
+        return _fail(f"{command}: {exc} ({hint})", EXIT_TLS)
+    except TLSHandshakeError as exc:
+        message = str(exc)
+        if "TLS server?" not in message:
+            message += " (is it a TLS server?)"
+        if len(mechanisms) < len(MECHANISMS):
+            message += f"; only TLS {'1.2' if args.tls12 else '1.3'} was tried"
+        return _fail(f"{command}: {message}", EXIT_TLS)
+    except ConnectError as exc:
+        return _fail(f"{command}: {exc}", EXIT_CONNECT)
+    if args.json:
+        import json
+
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_report(report)
+    return EXIT_OK
+
+
+def _request_bytes(args: argparse.Namespace, host: str, port: int) -> bytes:
+    from .probe import ProbeInputError
+
+    if args.http:
+        try:
+            name = f"[{host}]" if ":" in host else host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ProbeInputError(f"invalid host name {host!r}") from None
+        if port != 443:
+            name += f":{port}"
+        return f"HEAD / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode()
+    if args.send is None:
+        return b""
+    try:
+        # Backslash escapes (\r, \n, \xHH) are decoded; every character must fit in a byte.
+        text = args.send.encode("latin-1").decode("unicode_escape")
+        return str(text).encode("latin-1")
+    except (UnicodeError, ValueError) as exc:
+        message = f"invalid --send text ({exc}); use \\xHH for non-ASCII bytes"
+        raise ProbeInputError(message) from None
+
+
+_LABELS = {
+    "tls1.2-session-id": "TLS 1.2 session ID",
+    "tls1.2-ticket": "TLS 1.2 ticket",
+    "tls1.3-ticket": "TLS 1.3 ticket",
+}
+_VERDICTS = {
+    "supported": ("supported", "green"),
+    "partly": ("partly", "yellow"),
+    "not_supported": ("not supported", "red"),
+    "not_offered": ("not offered", "dim"),
+    "error": ("error", "red"),
+}
+_HEADERS = ("mechanism", "resumed", "verdict", "ticket hint", "full hs", "resumed hs")
+
+
+def _print_report(report: ProbeReport) -> None:
+    """A table (rich if installed, else plain text), then the notes."""
+    name = f"[{report.host}]" if ":" in report.host else report.host
+    title = f"{PROG} probe {name}:{report.port}"
+    if report.server_name != report.host:
+        title += f" (server name {report.server_name!r})"
+    title += ", certificate " + ("verified" if report.verified else "NOT VERIFIED (--insecure)")
+    title += f"\none full handshake, then {report.attempts} reconnection(s), per mechanism"
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    for check in report.checks:
+        label = _LABELS[check.mechanism]
+        rows.append(
+            (
+                label,
+                "-" if check.verdict == "not_offered" else f"{check.resumed}/{check.attempts}",
+                check.verdict,
+                "-" if check.ticket_lifetime_hint is None else f"{check.ticket_lifetime_hint} s",
+                _ms(check.full_handshake_ms),
+                _ms(check.resumed_handshake_ms),
+            )
+        )
+        # For "not offered" the note says why; the error would only repeat it.
+        texts = (check.note,) if check.verdict == "not_offered" else (check.note, check.error)
+        notes += [f"{label}: {text}" for text in texts if text]
+        if check.ticket_reuse is not None:
+            notes.append(
+                "TLS 1.3 ticket reuse: "
+                + (
+                    "accepted: one ticket resumed two connections (RFC 8446 C.4 advises "
+                    "clients not to reuse tickets; the pool does not by default)"
+                    if check.ticket_reuse
+                    else "refused: the server accepts each ticket once"
+                )
+            )
+    try:
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        _print_plain(title, rows, notes)
+        return
+    console = Console(highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    for i, header in enumerate(_HEADERS):
+        table.add_column(header, justify="left" if i in (0, 2) else "right", no_wrap=True)
+    for row in rows:
+        text, style = _VERDICTS[row[2]]
+        table.add_row(*row[:2], f"[{style}]{text}[/]", *row[3:])
+    console.print(title, markup=False, style=None if report.verified else "bold red")
+    console.print(table)
+    for note in notes:
+        console.print(note, markup=False)
+
+
+def _print_plain(title: str, rows: list[tuple[str, ...]], notes: list[str]) -> None:
+    table = [_HEADERS, *[(r[0], r[1], _VERDICTS[r[2]][0], *r[3:]) for r in rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(_HEADERS))]
+    print(title)
+    for row in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    for note in notes:
+        print(note)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} ms"
