@@ -28,6 +28,8 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
         self.data_while_idle = False  # data arrived while pooled: the stream is out of step
         self.idle = False
         self.eof = False
+        self.lost = False
+        self._lost_waiters: list[asyncio.Future[None]] = []
 
     def data_received(self, data: bytes) -> None:
         self.received_data = True
@@ -41,7 +43,26 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
+        self.lost = True
+        for waiter in self._lost_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         super().connection_lost(exc)
+
+    async def wait_lost(self) -> None:
+        """Wait until the transport is closed.
+
+        Unlike ``StreamWriter.wait_closed``, a cancelled wait does not cancel a future shared
+        with later waiters, so a close that was cut short can be awaited again.
+        """
+        if self.lost:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._lost_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            self._lost_waiters.remove(waiter)
 
 
 class Connection:
@@ -120,14 +141,19 @@ class Connection:
         """
         self._closed = True
         transport = self.writer.transport
-        self.writer.close()
+        if not transport.is_closing():
+            # Only once: asyncio's SSL transport detaches itself on a second close(), after
+            # which abort() does nothing and the socket lingers until garbage collection.
+            self.writer.close()
         try:
             async with deadline(timeout):
-                await self.writer.wait_closed()
+                await self._protocol.wait_lost()
         except (TimeoutError, OSError) as exc:  # ssl.SSLError is an OSError
             # The peer is gone or slow to answer; the socket is closed either way.
             logger.debug("closing %s: %r", self.endpoint, exc)
             transport.abort()
+        except asyncio.CancelledError:
+            raise  # the shutdown goes on; the caller may wait for it again
         except BaseException:
             transport.abort()
             raise

@@ -19,10 +19,11 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from ._timeout import deadline
-from .cache import SessionCache
+from .cache import MemorySessionCache, SessionCache
 from .connection import Connection, StreamProtocol
 from .endpoint import Endpoint
 from .engine import OfferingContext, SessionEngine
@@ -62,6 +63,7 @@ class Connector:
         retry_backoff: float,
         require_resumption: bool,
         close_timeout: float,
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
         self.ssl_context = ssl_context
         self.engine = engine
@@ -73,6 +75,7 @@ class Connector:
         self.retry_backoff = retry_backoff
         self.require_resumption = require_resumption
         self.close_timeout = close_timeout
+        self.spawn = spawn  # runs a coroutine in a task the pool tracks (and awaits at close)
 
     def key_for(self, endpoint: Endpoint) -> SessionKey:
         return session_key(
@@ -91,14 +94,13 @@ class Connector:
             async with deadline(self.connect_timeout):
                 while True:
                     offer = await self.take_session(key)
+                    offering = self.engine.offering_context(self.ssl_context, offer)
                     try:
-                        return await self._connect_once(pool, endpoint, key, offer)
-                    except (ConnectError, ssl.SSLCertVerificationError):
-                        raise
-                    except OSError as exc:
-                        if offer is not None:
-                            # Never offer it again: it may be what the server choked on.
-                            await self._drop(key, offer)
+                        return await self._connect_once(pool, endpoint, key, offering)
+                    except BaseException as exc:
+                        self._forget_or_return(key, offering)
+                        if isinstance(exc, ConnectError) or not isinstance(exc, OSError):
+                            raise
                         if attempt >= self.connect_retries or not _is_transient(exc):
                             raise
                         attempt += 1
@@ -121,11 +123,25 @@ class Connector:
             self.counters.connect_errors += 1
             raise _translate(exc, endpoint) from exc
 
+    def _forget_or_return(self, key: SessionKey, offering: OfferingContext) -> None:
+        """After a failed attempt: a session the server saw is dropped (it may be what the
+        server choked on); one never sent - TCP refused, cancelled before the handshake - goes
+        back to the cache, since taking a TLS 1.3 ticket removed it."""
+        session = offering.session
+        if session is None or self.cache is None:
+            return
+        if offering.handshake_done:
+            return  # the outcome was handled after the handshake
+        if offering.handshake_started:
+            if not session.single_use:  # a TLS 1.3 ticket left the cache when it was taken
+                self.spawn(self.cache.invalidate(key, session))
+        elif session.single_use:
+            self.spawn(self.cache.put(key, session))
+
     async def _connect_once(
-        self, pool: Pool, endpoint: Endpoint, key: SessionKey, offer: CachedSession | None
+        self, pool: Pool, endpoint: Endpoint, key: SessionKey, offering: OfferingContext
     ) -> Connection:
         loop = asyncio.get_running_loop()
-        offering = self.engine.offering_context(self.ssl_context, offer)
         reader = asyncio.StreamReader()
         protocol = StreamProtocol(reader)
         started = time.perf_counter()
@@ -138,6 +154,7 @@ class Connector:
             server_hostname=endpoint.server_hostname,
         )
         finished = time.perf_counter()
+        offering.handshake_done = True
         # From here on we own an open socket: any failure or cancellation must close it.
         try:
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)
@@ -156,6 +173,8 @@ class Connector:
                 finished,
             )
         except BaseException:
+            if not transport.is_closing():  # (a close() above has counted itself)
+                self.counters.connections_closed += 1
             transport.abort()
             raise
 
@@ -175,7 +194,7 @@ class Connector:
         reused = ssl_object.session_reused
         tls_version = ssl_object.version() or ""
         offer = offering.session
-        rejected = offer is not None and not reused
+        rejected = offering.offered and not reused
         if reused:
             self.counters.resumed_handshakes += 1
         else:
@@ -232,7 +251,16 @@ class Connector:
         if session is None:
             logger.debug("no resumable session from %s (%s)", conn.endpoint, conn.tls_version)
             return
-        await self.cache.put(conn._key, session)
+        store = self._store(conn._key, session)
+        if type(self.cache) is MemorySessionCache:  # exactly: a subclass may await in put
+            await store  # completes without suspending: no cancellation can cut it short
+        else:
+            # A custom store may do I/O: a cancelled caller must not lose the session.
+            await asyncio.shield(store)
+
+    async def _store(self, key: SessionKey, session: CachedSession) -> None:
+        assert self.cache is not None
+        await self.cache.put(key, session)
         self.counters.sessions_stored += 1
 
     def ticket_likely_arrived(self, conn: Connection) -> bool:
@@ -247,8 +275,21 @@ class Connector:
         """Close with close_notify, then capture a TLS 1.3 session still waiting for its ticket
         (the shutdown exchange processes whatever the server sent before its close_notify)."""
         self.counters.connections_closed += 1
-        await conn.close_streams(self.close_timeout)
+        try:
+            await conn.close_streams(self.close_timeout)
+        except asyncio.CancelledError:
+            # Cancelled while waiting for the server's close_notify: finish in the background
+            # (a TLS 1.3 ticket may still be captured), and let the caller go at once.
+            self.spawn(self._finish_close(conn))
+            raise
         await self.capture(conn)
+
+    async def _finish_close(self, conn: Connection) -> None:
+        try:
+            await conn.close_streams(self.close_timeout)  # picks up where it was cancelled
+            await self.capture(conn)
+        except Exception:  # a failing custom cache: nothing else to do in the background
+            logger.exception("error while closing %s", conn.endpoint)
 
     async def take_session(self, key: SessionKey) -> CachedSession | None:
         if self.cache is None:

@@ -27,7 +27,15 @@ class OfferingContext:
     """Passed to the event loop as ``ssl=`` for one connection: wraps the BIOs with the user's
     context and offers ``session``. Also remembers the SSLObject and when the handshake began."""
 
-    __slots__ = ("context", "engine", "handshake_started", "offered", "session", "ssl_object")
+    __slots__ = (
+        "context",
+        "engine",
+        "handshake_done",
+        "handshake_started",
+        "offered",
+        "session",
+        "ssl_object",
+    )
 
     def __init__(
         self, context: ssl.SSLContext, session: CachedSession | None, engine: SessionEngine
@@ -39,6 +47,7 @@ class OfferingContext:
         self.handshake_started = 0.0
         # True once the session was really attached (False if it could not be).
         self.offered = False
+        self.handshake_done = False
 
     def wrap_bio(
         self,
@@ -143,6 +152,9 @@ class StdlibSessionEngine(SessionEngine):
         tls_version = ssl_object.version() or ""
         if tls_version == TLS13 and not session.has_ticket:
             # Ticketless TLS 1.3 session: offering it would silently give a full handshake.
+            return None
+        if not session.has_ticket and not session.id:
+            # TLS 1.2 from a server with neither a session cache nor tickets: nothing to resume.
             return None
         lifetime: float | None = None
         if session.has_ticket and (tls_version == TLS13 or session.ticket_lifetime_hint > 0):

@@ -4,7 +4,8 @@ All state is two things: the connections (:class:`_Slot`, one per connection, in
 still connecting) and the queue of waiting acquires (:class:`_Waiter`). One function,
 :meth:`Pool._assign`, hands slots to waiters and returns the connections to close; it is
 synchronous, so on the event loop it runs atomically and needs no lock. Network I/O (connecting,
-closing, cache calls) always happens outside it, and closing is shielded from cancellation.
+closing, cache calls) always happens outside it, and a cancelled close finishes in the
+background.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import ssl
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -180,6 +181,7 @@ class Pool:
             retry_backoff=_positive("retry_backoff", retry_backoff, allow_none=False) or 0.0,
             require_resumption=require_resumption,
             close_timeout=_positive("close_timeout", close_timeout, allow_none=False) or 0.0,
+            spawn=self._spawn,
         )
         # The pool's state: every connection, and per endpoint an index of idle ones and waiters.
         self._slots: set[_Slot] = set()
@@ -286,8 +288,10 @@ class Pool:
             to_close = self._assign()
             to_close.append(conn)
         if capture_now or to_close:
-            # Shielded: a cancelled release must still store the session and close the sockets.
-            await asyncio.shield(self._finish_release(conn if capture_now else None, to_close))
+            # Cancel-safe without a shield (which costs a task per call): the capture is
+            # synchronous, a custom cache's put is shielded, and a close cut short by a
+            # cancellation finishes in the background.
+            await self._finish_release(conn if capture_now else None, to_close)
 
     async def aclose(self, timeout: float | None = 10.0) -> None:
         """Close the pool: idle connections now, connections in use once released.
@@ -644,7 +648,7 @@ class Pool:
         else:
             to_close = []
         to_close.insert(0, conn)
-        await asyncio.shield(self._finish_release(None, to_close))
+        await self._finish_release(None, to_close)
 
     async def _finish_release(
         self, capture_from: Connection | None, to_close: list[Connection]
@@ -657,7 +661,9 @@ class Pool:
         pending = [conn for conn in connections if not conn._close_started]
         for conn in pending:
             conn._close_started = True
-        if pending:
+        if len(pending) == 1:
+            await self._close_one(pending[0])  # the common case: no task for gather
+        elif pending:
             await asyncio.gather(*(self._close_one(conn) for conn in pending))
 
     async def _close_one(self, conn: Connection) -> None:
@@ -667,9 +673,12 @@ class Pool:
             logger.exception("error while closing %r", conn)
 
     def _close_in_background(self, connections: list[Connection]) -> None:
-        if not connections:
-            return
-        task = asyncio.get_running_loop().create_task(self._close_all(connections))
+        if connections:
+            self._spawn(self._close_all(connections))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in a task that :meth:`aclose` waits for."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

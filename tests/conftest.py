@@ -42,11 +42,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("session_engine", engines, indirect=True)
 
 
-@pytest.fixture
-def session_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The engine that Pool(session_engine="auto") picks in this test."""
-    monkeypatch.setenv("AIOTLSPOOL_SESSION_ENGINE", request.param)
-    return str(request.param)
+@pytest.fixture(autouse=True)
+def session_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The engine that Pool(session_engine="auto") picks in this test (autouse: a test need
+    not name it for its engine parameter to take effect)."""
+    engine = getattr(request, "param", None)
+    if engine is not None:
+        monkeypatch.setenv("AIOTLSPOOL_SESSION_ENGINE", engine)
+    return engine
 
 
 @pytest.fixture(scope="session")
