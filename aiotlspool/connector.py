@@ -76,11 +76,18 @@ class Connector:
         self.require_resumption = require_resumption
         self.close_timeout = close_timeout
         self.spawn = spawn  # runs a coroutine in a task the pool tracks (and awaits at close)
+        # session_key() is the one place keys are made; this only remembers its answers.
+        self._keys: dict[Endpoint, SessionKey] = {}
 
     def key_for(self, endpoint: Endpoint) -> SessionKey:
-        return session_key(
-            self.ssl_context, endpoint, share_across_ports=self.share_sessions_across_ports
-        )
+        key = self._keys.get(endpoint)
+        if key is None:
+            if len(self._keys) >= 1024:
+                self._keys.clear()  # many distinct endpoints: start over rather than grow
+            key = self._keys[endpoint] = session_key(
+                self.ssl_context, endpoint, share_across_ports=self.share_sessions_across_ports
+            )
+        return key
 
     async def connect(self, pool: Pool, endpoint: Endpoint) -> Connection:
         """Open a verified TLS connection to ``endpoint``, resuming a cached session if any.
@@ -201,14 +208,15 @@ class Connector:
             self.counters.full_handshakes += 1
         self.counters.connections_opened += 1
         handshake_seconds = finished - offering.handshake_started
-        logger.debug(
-            "%s handshake to %s (%s) in %.1f ms%s",
-            "resumed" if reused else "full",
-            endpoint,
-            tls_version,
-            handshake_seconds * 1000,
-            "; the server refused the cached session" if rejected else "",
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s handshake to %s (%s) in %.1f ms%s",
+                "resumed" if reused else "full",
+                endpoint,
+                tls_version,
+                handshake_seconds * 1000,
+                "; the server refused the cached session" if rejected else "",
+            )
         conn = Connection(
             pool=pool,
             endpoint=endpoint,

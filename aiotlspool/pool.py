@@ -238,22 +238,32 @@ class Pool:
         self._check_loop()
         if self._closed:
             raise PoolClosed(f"the pool is closed; cannot connect to {endpoint}")
-        # Fast path: an idle connection and nobody queued for this endpoint before us.
+        # Fast paths, when nobody is queued for this endpoint before us: an idle connection,
+        # or room for a new one (no waiter and no assignment pass needed).
+        slot: _Slot | None = None
         slots = self._endpoints.get(endpoint)
-        if slots is not None and slots.idle and not slots.waiters:
-            to_close: list[Connection] = []
-            slot = self._take_idle(slots, to_close)
-            self._close_in_background(to_close)
-            if slot is not None:
-                assert slot.connection is not None
-                slot.connection.checkouts += 1
-                return slot.connection
-        try:
-            async with deadline(self.acquire_timeout):
-                slot = await self._wait_for_slot(endpoint)
-                if slot.connection is not None:
+        if slots is None or not slots.waiters:
+            if slots is not None and slots.idle:
+                to_close: list[Connection] = []
+                slot = self._take_idle(slots, to_close)
+                self._close_in_background(to_close)
+                if slot is not None:
+                    assert slot.connection is not None
                     slot.connection.checkouts += 1
                     return slot.connection
+            count = 0 if slots is None else slots.count
+            if (
+                len(self._slots) < self.max_connections
+                and count < self.max_connections_per_endpoint
+            ):
+                slot = self._reserve(endpoint)
+        try:
+            async with deadline(self.acquire_timeout):
+                if slot is None:
+                    slot = await self._wait_for_slot(endpoint)
+                    if slot.connection is not None:
+                        slot.connection.checkouts += 1
+                        return slot.connection
                 return await self._connect(slot)
         except ConnectError:
             raise
@@ -479,9 +489,7 @@ class Pool:
                     assert victim.connection is not None
                     self._remove(victim)
                     to_close.append(victim.connection)
-                slot = _Slot(waiter.endpoint, _State.CONNECTING)
-                self._slots.add(slot)
-                slots.count += 1
+                slot = self._reserve(waiter.endpoint)
             waiter.future.set_result(slot)
 
     def _first_servable_waiter(self) -> tuple[_Waiter | None, _EndpointSlots | None]:
@@ -546,6 +554,13 @@ class Pool:
         if slots is None:
             slots = self._endpoints[endpoint] = _EndpointSlots()
         return slots
+
+    def _reserve(self, endpoint: Endpoint) -> _Slot:
+        """A new slot for a connection about to be opened (counted against the limits)."""
+        slot = _Slot(endpoint, _State.CONNECTING)
+        self._slots.add(slot)
+        self._endpoint(endpoint).count += 1
+        return slot
 
     def _make_idle(self, slot: _Slot, *, keep_time: bool = False) -> None:
         conn = slot.connection
