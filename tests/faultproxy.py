@@ -452,7 +452,7 @@ class SaturatedListener:
             self._fillers.append(filler)
             try:
                 await asyncio.wait_for(loop.sock_connect(filler, (HOST, self.port)), 0.2)
-            except TimeoutError:
+            except (TimeoutError, asyncio.TimeoutError):  # distinct classes on Python 3.10
                 break  # its SYN was dropped: the queue is full from here on
         else:
             self.close()

@@ -315,7 +315,7 @@ async def test_no_acquire_fails_while_the_server_reloads_or_restarts_under_load(
                         raise ConnectionResetError("server closed mid-reply")
                     reply += chunk
                 exchanges += 1
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
                 # nginx's fast shutdown (restart) drops requests in flight: not an acquire.
                 request_failures.append(exc)
             finally:
