@@ -159,18 +159,7 @@ class NativeSession:
 
     def to_der(self) -> bytes:
         """The DER encoding (i2d_SSL_SESSION); it holds the master secret: treat it as a key."""
-        size = self._fns.i2d_session(self._ptr, None)
-        if size <= 0:
-            self._fns.err_clear()
-            raise ValueError("i2d_SSL_SESSION failed")
-        buf = ctypes.create_string_buffer(size)
-        # i2d writes through *pp and advances it; point it at our buffer.
-        cursor = ctypes.c_void_p(ctypes.addressof(buf))
-        written = self._fns.i2d_session(self._ptr, ctypes.byref(cursor))
-        if written != size:
-            self._fns.err_clear()
-            raise ValueError("i2d_SSL_SESSION wrote an unexpected length")
-        return buf.raw
+        return _i2d(self._fns, self._fns.i2d_session, self._ptr, "i2d_SSL_SESSION")
 
     def __repr__(self) -> str:
         return (
@@ -323,16 +312,7 @@ class Libssl:
         cert = self._fns.ctx_certificate(sslctx)
         if not cert:
             return None
-        size = self._fns.i2d_x509(cert, None)
-        if size <= 0:
-            self._fns.err_clear()
-            raise ValueError("i2d_X509 failed")
-        buf = ctypes.create_string_buffer(size)
-        cursor = ctypes.c_void_p(ctypes.addressof(buf))
-        if self._fns.i2d_x509(cert, ctypes.byref(cursor)) != size:
-            self._fns.err_clear()
-            raise ValueError("i2d_X509 wrote an unexpected length")
-        return buf.raw
+        return _i2d(self._fns, self._fns.i2d_x509, cert, "i2d_X509")
 
     def session_from_der(self, der: bytes) -> NativeSession:
         """Parse a DER session (d2i_SSL_SESSION).
@@ -361,6 +341,21 @@ class Libssl:
         if cursor.value != start + size:
             raise ValueError("trailing bytes after the DER-encoded TLS session")
         return session
+
+
+def _i2d(fns: _Bindings, encode: Callable[[int, Any], int], ptr: int, name: str) -> bytes:
+    """Run an OpenSSL ``i2d_*`` encoder: ask the size, then write into our own buffer."""
+    size = encode(ptr, None)
+    if size <= 0:
+        fns.err_clear()
+        raise ValueError(f"{name} failed")
+    buf = ctypes.create_string_buffer(size)
+    # i2d writes through *pp and advances it; point it at our buffer.
+    cursor = ctypes.c_void_p(ctypes.addressof(buf))
+    if encode(ptr, ctypes.byref(cursor)) != size:
+        fns.err_clear()
+        raise ValueError(f"{name} wrote an unexpected length")
+    return buf.raw
 
 
 _load_lock = threading.Lock()
