@@ -77,10 +77,7 @@ class SessionEngine(ABC):
         self, context: ssl.SSLContext, session: CachedSession | None
     ) -> OfferingContext:
         """The object to pass as ``ssl=`` for one connection."""
-        if session is not None and session.engine != self.name:
-            raise ValueError(
-                f"a {session.engine!r} session cannot be used by the {self.name!r} engine"
-            )
+        # (The connector never passes another engine's session: see Connector.take_session.)
         return OfferingContext(context, session, self)
 
     @abstractmethod
