@@ -99,6 +99,33 @@ class SessionEngine(ABC):
         read (and leaks the copy on Python 3.10-3.13.0).
         """
 
+    def cacheable(
+        self,
+        handle: object,
+        tls_version: str,
+        *,
+        resumable: bool,
+        has_ticket: bool,
+        lifetime_hint: int,
+        created_at: float,
+    ) -> CachedSession | None:
+        """Describe a session for the cache, or None if offering it could not resume."""
+        if not resumable or (tls_version == TLS13 and not has_ticket):
+            # A ticketless TLS 1.3 session would silently give a full handshake.
+            return None
+        lifetime: float | None = None
+        if has_ticket and (tls_version == TLS13 or lifetime_hint > 0):
+            # TLS 1.3: a hint of 0 means "discard now"; TLS 1.2: 0 means "unspecified".
+            lifetime = float(lifetime_hint)
+        return CachedSession(
+            handle=handle,
+            engine=self.name,
+            tls_version=tls_version,
+            has_ticket=has_ticket,
+            lifetime=lifetime,
+            created_at=float(created_at),
+        )
+
     def handshake_marker(self, ssl_object: ssl.SSLObject) -> object:
         """Whatever :meth:`ticket_arrived` needs to remember from the end of the handshake."""
         return None
@@ -146,22 +173,12 @@ class StdlibSessionEngine(SessionEngine):
         session = ssl_object.session  # the one read: a DER copy
         if session is None:
             return None
-        tls_version = ssl_object.version() or ""
-        if tls_version == TLS13 and not session.has_ticket:
-            # Ticketless TLS 1.3 session: offering it would silently give a full handshake.
-            return None
-        if not session.has_ticket and not session.id:
+        return self.cacheable(
+            session,
+            ssl_object.version() or "",
             # TLS 1.2 from a server with neither a session cache nor tickets: nothing to resume.
-            return None
-        lifetime: float | None = None
-        if session.has_ticket and (tls_version == TLS13 or session.ticket_lifetime_hint > 0):
-            # TLS 1.3: a hint of 0 means "discard now"; TLS 1.2: 0 means "unspecified".
-            lifetime = float(session.ticket_lifetime_hint)
-        return CachedSession(
-            handle=session,
-            engine=self.name,
-            tls_version=tls_version,
+            resumable=session.has_ticket or bool(session.id),
             has_ticket=session.has_ticket,
-            lifetime=lifetime,
-            created_at=float(session.time),
+            lifetime_hint=session.ticket_lifetime_hint,
+            created_at=session.time,
         )

@@ -16,7 +16,7 @@ from typing import Literal, cast
 
 from ._native import Libssl, NativeSession, NativeUnavailable
 from .engine import OfferingContext, SessionEngine, StdlibSessionEngine
-from .session import TLS13, CachedSession
+from .session import CachedSession
 
 logger = logging.getLogger("aiotlspool")
 
@@ -64,20 +64,13 @@ class NativeSessionEngine(SessionEngine):
 
     def describe(self, session: NativeSession, tls_version: str) -> CachedSession | None:
         """Wrap a native session for the cache; None if it cannot be resumed."""
-        has_ticket = session.has_ticket
-        if not session.is_resumable() or (tls_version == TLS13 and not has_ticket):
-            return None
-        hint = session.ticket_lifetime_hint
-        lifetime: float | None = None
-        if has_ticket and (tls_version == TLS13 or hint > 0):
-            lifetime = float(hint)  # TLS 1.3: 0 means "discard"; TLS 1.2: 0 is "unspecified"
-        return CachedSession(
-            handle=session,
-            engine=self.name,
-            tls_version=tls_version,
-            has_ticket=has_ticket,
-            lifetime=lifetime,
-            created_at=float(session.time),
+        return self.cacheable(
+            session,
+            tls_version,
+            resumable=session.is_resumable(),
+            has_ticket=session.has_ticket,
+            lifetime_hint=session.ticket_lifetime_hint,
+            created_at=session.time,
         )
 
     def handshake_marker(self, ssl_object: ssl.SSLObject) -> object:

@@ -603,10 +603,8 @@ class Pool:
         )
 
     def _expired(self, slot: _Slot) -> bool:
-        idle_for = self._now() - slot.released_at
-        return self._too_old(slot) or (
-            self.idle_timeout is not None and idle_for >= self.idle_timeout
-        )
+        when = self._expiry_time(slot)
+        return when is not None and self._now() >= when
 
     def _expiry_time(self, slot: _Slot) -> float | None:
         times = []
