@@ -5,16 +5,22 @@ from __future__ import annotations
 import _ssl
 import contextlib
 import ctypes
+import datetime
 import gc
 import os
+import socket
 import ssl
+import subprocess
 import sys
+import sysconfig
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -247,9 +253,9 @@ def test_ctx_field_mismatch_is_reported(tls13: Endpoint) -> None:
     conn = tls13.connect()
     other = tls13.new_client_ctx()
     with pytest.raises(NativeUnavailable, match="layout"):
-        LIB._read_ssl_field(conn.client._sslobj, id(other))  # type: ignore[attr-defined]
+        LIB._read_ssl_field(conn.client, conn.client._sslobj, id(other))  # type: ignore[attr-defined]
     with pytest.raises(NativeUnavailable, match="layout"):
-        LIB._read_ssl_field(conn.client._sslobj, 12345)  # type: ignore[attr-defined]
+        LIB._read_ssl_field(conn.client, conn.client._sslobj, 12345)  # type: ignore[attr-defined]
 
 
 def test_ssl_pointer_is_stable_and_distinct(tls13: Endpoint) -> None:
@@ -498,3 +504,412 @@ def test_failed_parse_leaves_no_openssl_error_behind(der: bytes) -> None:
     with pytest.raises(ValueError, match="DER"):
         LIB.session_from_der(der)
     assert peek() == 0
+
+
+# --- lifetime at interpreter exit -----------------------------------------------------
+
+# The package under test, for subprocesses (so a copy elsewhere tests its own code).
+PACKAGE_ROOT = str(Path(_native.__file__).resolve().parents[1])
+
+# Sessions from real in-process handshakes; then `at_exit` (defined by each script).
+_EXIT_SCRIPT_SETUP = """
+import ssl
+import trustme
+from aiotlspool._native import Libssl
+
+ca = trustme.CA()
+server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ca.issue_cert("localhost").configure_cert(server_ctx)
+client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ca.configure_trust(client_ctx)
+lib = Libssl.load()
+
+def handshake():
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    for _ in range(10):
+        for obj, out, peer_in in ((client, c_out, s_in), (server, s_out, c_in)):
+            try:
+                obj.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            peer_in.write(out.read())
+    try:
+        client.read(1)  # TLS 1.3 tickets
+    except ssl.SSLWantReadError:
+        pass
+    return client
+
+SESSIONS = [lib.capture(handshake()) for _ in range(4)]
+DER = {id(s): s.to_der() for s in SESSIONS}
+"""
+
+# Registered before any session exists, so atexit runs it after anything the sessions
+# registered themselves (weakref.finalize did, and freed them first).
+_ATEXIT_SCRIPT = (
+    """
+import atexit, os
+
+def at_exit():
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for _ in range(200):
+        for s in SESSIONS:
+            if s.protocol_version not in (0x0303, 0x0304) or s.to_der() != DER[id(s)]:
+                print("garbage", hex(s.protocol_version), flush=True)
+                os._exit(3)
+            s.is_resumable(), s.has_ticket, s.session_id
+            lib.apply(ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO()), s)
+    print("sane", flush=True)
+
+atexit.register(at_exit)
+"""
+    + _EXIT_SCRIPT_SETUP
+)
+
+# A daemon thread still using sessions while the interpreter shuts down around it.
+_DAEMON_SCRIPT = (
+    _EXIT_SCRIPT_SETUP
+    + """
+import os, sys, threading
+MANY = [lib.session_from_der(DER[id(SESSIONS[0])]) for _ in range(2000)] + SESSIONS
+started = threading.Event()
+
+def hammer():
+    try:
+        while True:
+            for s in MANY:
+                if s.protocol_version not in (0x0303, 0x0304) or s.to_der() != DER.get(
+                    id(s), DER[id(SESSIONS[0])]
+                ):
+                    os._exit(3)
+                started.set()
+    except BaseException:
+        os._exit(4)
+
+sys.setswitchinterval(1e-6)  # hand the GIL back and forth as often as possible
+threading.Thread(target=hammer, daemon=True).start()
+started.wait()
+"""
+)
+
+
+def _run_script(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
+    return subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_sessions_stay_valid_in_an_earlier_atexit_handler(tmp_path: Path) -> None:
+    result = _run_script(tmp_path, _ATEXIT_SCRIPT)
+    assert (result.returncode, result.stdout.strip()) == (0, "sane"), result.stderr
+
+
+def test_daemon_thread_using_sessions_at_exit_never_crashes(tmp_path: Path) -> None:
+    for _ in range(5):
+        result = _run_script(tmp_path, _DAEMON_SCRIPT)
+        assert result.returncode == 0, result.stderr
+
+
+def test_sessions_register_nothing_at_exit(tls13: Endpoint) -> None:
+    registry = weakref.finalize._registry  # type: ignore[attr-defined]
+    before = len(registry)
+    session = captured(tls13)
+    assert len(registry) == before
+    assert session.is_resumable()
+
+
+def test_del_tolerates_an_uninitialised_session() -> None:
+    bare = NativeSession.__new__(NativeSession)
+    bare.__del__()  # no _ptr: __init__ never ran
+    del bare
+
+
+def test_a_freed_session_raises_instead_of_touching_memory(tls13: Endpoint) -> None:
+    session = captured(tls13)
+    session.__del__()  # as when another finalizer reaches it after it was finalized
+    session.__del__()  # never freed twice
+    for use in (
+        lambda: session.protocol_version,
+        lambda: session.has_ticket,
+        lambda: session.session_id,
+        session.to_der,
+        session.is_resumable,
+        lambda: LIB.apply(tls13.connect().client, session),
+    ):
+        with pytest.raises(ValueError, match="freed"):
+            use()
+
+
+# --- the order of the layout checks ---------------------------------------------------
+
+_HEAD = object.__basicsize__
+
+
+def _fields(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> ctypes.Array[ctypes.c_void_p]:
+    """PySSLSocket's Socket, ssl and ctx fields, writable in place."""
+    sslobj = ssl_object._sslobj  # type: ignore[union-attr]
+    return (ctypes.c_void_p * 3).from_address(id(sslobj) + _HEAD)
+
+
+@pytest.fixture
+def sslsocket() -> Iterator[ssl.SSLSocket]:
+    a, b = socket.socketpair()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with a, b, ctx.wrap_socket(a, do_handshake_on_connect=False) as wrapped:
+        yield wrapped
+
+
+def test_socket_field_is_null_for_wrap_bio_and_a_weakref_for_wrap_socket(
+    tls13: Endpoint, sslsocket: ssl.SSLSocket
+) -> None:
+    # The layout assumption itself, checked on every interpreter this runs on.
+    bio = tls13.connect().client
+    assert _fields(bio)[0] is None
+    assert _fields(bio)[2] == id(bio.context)
+    socket_ref = _fields(sslsocket)[0]
+    assert socket_ref in [id(ref) for ref in weakref.getweakrefs(sslsocket)]
+    assert _fields(sslsocket)[2] == id(sslsocket.context)
+
+
+def test_ssl_pointer_accepts_an_sslsocket(sslsocket: ssl.SSLSocket) -> None:
+    assert LIB.ssl_pointer(sslsocket)  # type: ignore[arg-type]
+    assert LIB.capture(sslsocket) is None  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _corrupted(ssl_object: ssl.SSLObject, index: int, value: int | None) -> Iterator[None]:
+    fields = _fields(ssl_object)
+    saved = fields[index]
+    fields[index] = value
+    try:
+        yield
+    finally:
+        fields[index] = saved
+
+
+@pytest.fixture
+def ex_data_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records SSL_get_ex_data calls instead of making them (never a bad pointer to OpenSSL)."""
+    calls: list[int] = []
+
+    def spy(ptr: int, index: int) -> None:
+        calls.append(ptr)
+
+    monkeypatch.setattr(LIB._fns, "get_ex_data", spy)
+    return calls
+
+
+def test_a_wrong_socket_field_is_refused_before_openssl(
+    tls13: Endpoint, ex_data_calls: list[int]
+) -> None:
+    client = tls13.connect().client
+    decoy = weakref.ref(client)  # a weakref, but not one _ssl made for a socket
+    for value in (id(client), id(decoy) + 8):
+        with _corrupted(client, 0, value), pytest.raises(NativeUnavailable, match="Socket"):
+            LIB.ssl_pointer(client)
+    assert ex_data_calls == []
+
+
+@pytest.mark.parametrize("offset", [1, 4, -3])
+def test_a_misaligned_ssl_field_is_refused_before_openssl(
+    tls13: Endpoint, ex_data_calls: list[int], offset: int
+) -> None:
+    client = tls13.connect().client
+    ptr = _fields(client)[1]
+    assert ptr
+    with _corrupted(client, 1, ptr + offset), pytest.raises(NativeUnavailable, match="ssl field"):
+        LIB.ssl_pointer(client)
+    assert ex_data_calls == []
+
+
+def test_self_check_requires_pointers_in_heap_mappings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The same libraries, but no heap or anonymous mappings: the SSL* lies outside them.
+    lines = Path("/proc/self/maps").read_text().splitlines()
+    maps = tmp_path / "maps"
+    maps.write_text("".join(f"{line}\n" for line in lines if "/" in line))
+    monkeypatch.setattr(_native, "_MAPS_PATH", str(maps))
+    with pytest.raises(NativeUnavailable, match="heap mapping"):
+        _native._load_uncached()
+
+
+def test_heap_regions_are_read_write_anonymous_or_heap(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    maps = tmp_path / "maps"
+    maps.write_text(
+        "1000-2000 rw-p 00000000 00:00 0 [heap]\n"
+        "3000-4000 rw-p 00000000 00:00 0\n"
+        "5000-6000 rw-p 00000000 00:00 0 [anon:glibc: malloc arena]\n"
+        "7000-8000 r--p 00000000 00:00 0\n"
+        "9000-a000 rw-p 00000000 08:01 42 /usr/lib/libssl.so.3\n"
+        "b000-c000 rw-p 00000000 00:00 0 [stack]\n"
+    )
+    monkeypatch.setattr(_native, "_MAPS_PATH", str(maps))
+    assert _native._heap_regions() == [(0x1000, 0x2000), (0x3000, 0x4000), (0x5000, 0x6000)]
+
+
+# --- free-threaded CPython ------------------------------------------------------------
+
+
+def test_load_refuses_free_threaded_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_native, "_gil_disabled", lambda: True)
+    monkeypatch.setattr(_native, "_load_outcome", None)
+    for _ in range(2):
+        with pytest.raises(NativeUnavailable, match="GIL is disabled"):
+            Libssl.load()
+
+
+def test_gil_detection(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _native._gil_disabled() is False  # the interpreters this suite runs on
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    assert _native._gil_disabled() is True
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
+    monkeypatch.setattr(sysconfig, "get_config_var", lambda name: 1)
+    assert _native._gil_disabled() is True
+
+
+# --- contexts -------------------------------------------------------------------------
+
+
+class CountingContext(ssl.SSLContext):
+    wrapped = 0
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        type(self).wrapped += 1
+        return super().wrap_bio(*args, **kwargs)
+
+
+@pytest.mark.parametrize("server_side", [False, True], ids=["client", "server"])
+def test_context_pointer_is_the_ssl_ctx_of_its_connections(
+    tls13: Endpoint, server_side: bool
+) -> None:
+    ctx = tls13.server_ctx if server_side else tls13.client_ctx
+    conn = tls13.connect()
+    obj = conn.server if server_side else conn.client
+    assert LIB.context_pointer(ctx) == LIB._fns.get_ssl_ctx(LIB.ssl_pointer(obj))
+    assert LIB.context_pointer(ctx) != LIB.context_pointer(tls13.new_client_ctx())
+
+
+@pytest.mark.parametrize("thing", [object(), None, ssl.MemoryBIO(), "ctx"])
+def test_context_pointer_refuses_non_contexts(thing: object) -> None:
+    with pytest.raises(TypeError):
+        LIB.context_pointer(thing)  # type: ignore[arg-type]
+
+
+def test_context_pointer_validates_once_per_context() -> None:
+    ctx = CountingContext(ssl.PROTOCOL_TLS_CLIENT)
+    pointers = {LIB.context_pointer(ctx) for _ in range(5)}
+    assert len(pointers) == 1
+    assert CountingContext.wrapped == 1
+    ref = weakref.ref(ctx)
+    del ctx
+    gc.collect()
+    assert ref() is None  # the cache does not keep contexts alive
+
+
+class AllEqualContext(ssl.SSLContext):
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 1
+
+
+def test_context_pointer_is_not_fooled_by_eq() -> None:
+    a = AllEqualContext(ssl.PROTOCOL_TLS_CLIENT)
+    b = AllEqualContext(ssl.PROTOCOL_TLS_CLIENT)
+    pa, pb = LIB.context_pointer(a), LIB.context_pointer(b)
+    assert pa != pb
+    assert pb == LIB._fns.get_ssl_ctx(LIB.ssl_pointer(b.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO())))
+
+
+class UnhashableContext(ssl.SSLContext):
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_context_pointer_of_an_unhashable_context() -> None:
+    ctx = UnhashableContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO())
+    assert LIB.context_pointer(ctx) == LIB._fns.get_ssl_ctx(LIB.ssl_pointer(probe))
+    assert LIB.security_level(ctx) >= 0
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_security_level(level: int) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.set_ciphers(f"DEFAULT:@SECLEVEL={level}")
+    assert LIB.security_level(ctx) == level
+
+
+def test_client_certificate(pki: Pki) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    assert LIB.client_certificate(ctx) is None
+    pki.cert.configure_cert(ctx)
+    expected = ssl.PEM_cert_to_DER_cert(pki.cert.cert_chain_pems[0].bytes().decode())
+    assert LIB.client_certificate(ctx) == expected
+    assert LIB.context_certificate(ctx) == expected
+
+
+def _crl(ca: trustme.CA) -> tuple[bytes, bytes]:
+    """A CRL signed by ``ca``: (PEM, DER)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    issuer = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    revoked = x509.RevokedCertificateBuilder().serial_number(1234).revocation_date(now).build()
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(now)
+        .next_update(now + datetime.timedelta(days=1))
+        .add_revoked_certificate(revoked)
+        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return crl.public_bytes(serialization.Encoding.PEM), crl.public_bytes(
+        serialization.Encoding.DER
+    )
+
+
+def test_trust_store_lists_certs_and_crls(pki: Pki, tmp_path: Path) -> None:
+    ca_der = ssl.PEM_cert_to_DER_cert(pki.ca.cert_pem.bytes().decode())
+    leaf_der = ssl.PEM_cert_to_DER_cert(pki.cert.cert_chain_pems[0].bytes().decode())
+    crl_pem, crl_der = _crl(pki.ca)
+    crl_file = tmp_path / "crl.pem"
+    crl_file.write_bytes(crl_pem)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    assert LIB.trust_store(ctx) == []
+    ctx.load_verify_locations(cadata=pki.ca.cert_pem.bytes().decode())
+    ctx.load_verify_locations(cadata=leaf_der)  # not a CA: get_ca_certs() omits it
+    ctx.load_verify_locations(cafile=str(crl_file))  # cadata takes certificates only
+    entries = LIB.trust_store(ctx)
+    assert Counter(entries) == Counter([("cert", ca_der), ("cert", leaf_der), ("crl", crl_der)])
+    assert [der for kind, der in entries if kind == "cert"].count(ca_der) == 1
+
+
+# --- session ids ----------------------------------------------------------------------
+
+
+def test_session_id_is_shared_by_copies_of_one_ticket(tls13: Endpoint) -> None:
+    conn = tls13.full()
+    first, second = LIB.capture(conn.client), LIB.capture(conn.client)
+    assert first is not None and second is not None
+    assert first.session_id == second.session_id
+    assert len(first.session_id) == 32
+    assert LIB.session_from_der(first.to_der()).session_id == first.session_id
+
+
+def test_session_ids_of_two_handshakes_differ(endpoint: Endpoint) -> None:
+    a, b = captured(endpoint), captured(endpoint)
+    assert a.session_id and b.session_id
+    assert a.session_id != b.session_id
