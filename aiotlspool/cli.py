@@ -8,7 +8,9 @@ docs/cli.md), never a traceback; ``--debug`` shows tracebacks and the pool's deb
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -25,6 +27,8 @@ EXIT_CONNECT = 3  # cannot resolve the host or connect to it
 EXIT_TLS = 4  # the peer answered but the TLS handshake failed (not TLS, certificate, ...)
 EXIT_TIMEOUT = 5  # connecting or the handshake took longer than --timeout
 EXIT_INTERRUPTED = 130  # Ctrl-C
+
+MAX_COUNT = 1_000_000  # the largest N for --attempts, --connections, --concurrency
 
 PROG = "aiotlspool"
 
@@ -117,7 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="reconnections per mechanism (5)",
     )
-    probe.add_argument("--servername", metavar="NAME", help="SNI and certificate name (HOST)")
+    probe.add_argument(
+        "--servername",
+        metavar="NAME",
+        help="SNI and certificate name (HOST); '' (no SNI, no name check) needs --insecure",
+    )
     probe.add_argument("--cafile", metavar="FILE", help="trust only the CA certificates in FILE")
     probe.add_argument(
         "--insecure", action="store_true", help="do not verify the certificate (said loudly)"
@@ -182,23 +190,26 @@ def _fail(message: str, code: int) -> int:
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    # ASCII only: float() and int() also take other scripts' digits ("٣" is 3) and "1_0".
+    value = None
+    if text.isascii() and "_" not in text:
+        with contextlib.suppress(ValueError):
+            value = float(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a number in ASCII digits, got {text!r}")
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
     return value
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    if not re.fullmatch("[0-9]+", text):
+        message = f"expected a whole number in ASCII digits, got {text!r}"
+        raise argparse.ArgumentTypeError(message)
+    # Compared as text first: int() refuses more than 4300 digits.
+    if len(text.lstrip("0")) > len(str(MAX_COUNT)) or not 1 <= int(text) <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_COUNT}, got {text}")
+    return int(text)
 
 
 # -- demo -----------------------------------------------------------------------------------
@@ -247,10 +258,10 @@ def _probe(args: argparse.Namespace) -> int:
     import asyncio
 
     from .exceptions import CertificateError, ConnectError, ConnectTimeout, TLSHandshakeError
-    from .probe import MECHANISMS, ProbeInputError, parse_target, probe
+    from .probe import MECHANISMS, ProbeInputError, probe
 
     try:
-        host, port = parse_target(args.target)
+        host, port = _probe_target(args)
         send = _request_bytes(args, args.servername or host, port)
     except ProbeInputError as exc:
         raise _UsageError(str(exc)) from None
@@ -260,7 +271,8 @@ def _probe(args: argparse.Namespace) -> int:
     if args.insecure:
         print(
             f"{PROG} probe: WARNING: --insecure: the certificate is NOT verified; anyone on "
-            "the path could be answering",
+            "the path could be answering"
+            + ("; --servername '': no SNI is sent" if args.servername == "" else ""),
             file=sys.stderr,
         )
     command = f"{PROG} probe"
@@ -301,6 +313,23 @@ def _probe(args: argparse.Namespace) -> int:
     else:
         _print_report(report)
     return EXIT_OK
+
+
+def _probe_target(args: argparse.Namespace) -> tuple[str, int]:
+    """HOST[:PORT] and --servername, validated before any I/O (ProbeInputError)."""
+    from .probe import ProbeInputError, check_name, parse_target
+
+    host, port = parse_target(args.target)
+    if args.servername == "":
+        # asyncio would pass None to wrap_bio: no SNI, and no host name check at all.
+        if not args.insecure:
+            raise ProbeInputError(
+                "--servername '' sends no SNI and would skip the certificate's name check; "
+                "give a name, or add --insecure"
+            )
+    elif args.servername is not None:
+        check_name(args.servername, "--servername")
+    return host, port
 
 
 def _request_bytes(args: argparse.Namespace, host: str, port: int) -> bytes:
@@ -344,7 +373,9 @@ def _print_report(report: ProbeReport) -> None:
     """A table (rich if installed, else plain text), then the notes."""
     name = f"[{report.host}]" if ":" in report.host else report.host
     title = f"{PROG} probe {name}:{report.port}"
-    if report.server_name != report.host:
+    if not report.server_name:
+        title += " (no server name: no SNI sent, name not checked)"
+    elif report.server_name != report.host:
         title += f" (server name {report.server_name!r})"
     title += ", certificate " + ("verified" if report.verified else "NOT VERIFIED (--insecure)")
     title += f"\none full handshake, then {report.attempts} reconnection(s), per mechanism"

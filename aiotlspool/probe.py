@@ -15,11 +15,12 @@ pool captures the session after the close_notify exchange, which processes them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
+import re
 import ssl
 import statistics
 import sys
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,13 +54,16 @@ class ProbeInputError(ValueError):
 
 
 def parse_target(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """Split ``HOST``, ``HOST:PORT``, ``[V6]``, ``[V6]:PORT`` or a bare IPv6 address."""
+    """Split and validate ``HOST``, ``HOST:PORT``, ``[V6]``, ``[V6]:PORT`` or a bare IPv6
+    address; :class:`ProbeInputError` (before any I/O) if it cannot be a target."""
     text = text.strip()
     port_text: str | None = None
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
             raise ProbeInputError(f"invalid target {text!r}: expected [IPV6] or [IPV6]:PORT")
+        if host and not _is_ip(host, 6):
+            raise ProbeInputError(f"invalid target {text!r}: {host!r} is not an IPv6 address")
         port_text = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
@@ -67,11 +71,44 @@ def parse_target(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]
         host = text  # a name, an IPv4 address or an unbracketed IPv6 address
     if not host:
         raise ProbeInputError(f"invalid target {text!r}: no host")
+    check_name(host, "host")
     if port_text is None:
         return host, default_port
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ProbeInputError(f"invalid port {port_text!r} in {text!r}: expected 1..65535")
+    # ASCII digits only: int() also takes other scripts' digits ("٨٠" is 80) and "1_0".
+    if not re.fullmatch("[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
+        raise ProbeInputError(
+            f"invalid port {port_text!r} in {text!r}: expected 1..65535 in ASCII digits"
+        )
     return host, int(port_text)
+
+
+def check_name(name: str, what: str = "host") -> None:
+    """Reject a host or server name that cannot be an IP address or a DNS name: empty, with
+    a control, format or space character (a NUL would fail deep inside the connect), with a
+    ":" but not an IPv6 address, or not encodable as IDNA. ``what`` names it in the error."""
+    if not name:
+        raise ProbeInputError(f"invalid {what}: empty")
+    for char in name:
+        if char.isspace() or unicodedata.category(char).startswith("C"):
+            raise ProbeInputError(
+                f"invalid {what} {name!r}: character U+{ord(char):04X} is not allowed"
+            )
+    if _is_ip(name):
+        return
+    if ":" in name:
+        raise ProbeInputError(f"invalid {what} {name!r}: not an IPv6 address")
+    try:
+        name.encode("idna")
+    except UnicodeError as exc:
+        raise ProbeInputError(f"invalid {what} {name!r}: {exc.__cause__ or exc}") from None
+
+
+def _is_ip(name: str, version: int | None = None) -> bool:
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return version is None or address.version == version
 
 
 @dataclass(frozen=True)
@@ -237,6 +274,8 @@ async def probe(
 ) -> ProbeReport:
     """Probe ``host:port`` for each of ``mechanisms`` and return the report.
 
+    ``server_hostname=""`` sends no SNI and checks no name: it needs ``verify=False``.
+
     Raises :class:`ProbeInputError` for bad arguments, and the pool's :class:`ConnectError`
     subclasses when the probe cannot go on: the host does not resolve or refuses connections
     (:class:`ConnectError`), stalls (:class:`~aiotlspool.ConnectTimeout`), has a certificate
@@ -249,12 +288,21 @@ async def probe(
         raise ProbeInputError(f"timeout must be > 0 seconds, got {timeout!r}")
     if not mechanisms or any(m not in _SPECS for m in mechanisms):
         raise ProbeInputError(f"mechanisms must be among {MECHANISMS}, got {mechanisms!r}")
+    # Checked here, not left to the pool: an empty server name turns host name checking off
+    # (asyncio passes None to wrap_bio), and a bad name must fail before any I/O.
+    if server_hostname == "" and verify:
+        raise ProbeInputError(
+            "an empty server_hostname sends no SNI and turns off host name checking: "
+            "only with verify=False"
+        )
+    if isinstance(host, str):
+        check_name(host, "host")
+    if isinstance(server_hostname, str) and server_hostname:
+        check_name(server_hostname, "server_hostname")
     try:
         endpoint = Endpoint.create(host, port, server_hostname)
     except (TypeError, ValueError) as exc:
         raise ProbeInputError(str(exc)) from None
-    for what, name in (("host", endpoint.host), ("server name", endpoint.server_hostname)):
-        _check_name(what, name)
     target = _Target(endpoint, send, timeout)
     checks: list[CheckResult] = []
     failures: list[TLSHandshakeError] = []
@@ -437,20 +485,6 @@ def _not_offered(spec: _Spec, exc: TLSHandshakeError) -> CheckResult:
     )
 
 
-def _check_name(what: str, name: str) -> None:
-    """Reject a name the standard library cannot encode (it would raise UnicodeError from deep
-    inside the connect, which the pool does not translate)."""
-    if not name:
-        return
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(name)
-        return
-    try:
-        name.encode("idna")
-    except UnicodeError as exc:
-        raise ProbeInputError(f"invalid {what} {name!r}: {exc.__cause__ or exc}") from None
-
-
 def _version_mismatch(exc: TLSHandshakeError) -> bool:
     reason = getattr(exc.__cause__, "reason", None) or ""
     return any(marker in reason.upper() for marker in _VERSION_MISMATCH)
@@ -470,6 +504,7 @@ __all__ = [
     "CheckResult",
     "ProbeInputError",
     "ProbeReport",
+    "check_name",
     "make_context",
     "parse_target",
     "probe",

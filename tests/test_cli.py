@@ -31,7 +31,7 @@ from aiotlspool.cli import (
     EXIT_USAGE,
     main,
 )
-from aiotlspool.probe import _SPECS, ProbeInputError, _verdict, parse_target
+from aiotlspool.probe import _SPECS, ProbeInputError, _verdict, parse_target, probe
 
 from ._cli_servers import (
     HOST,
@@ -397,6 +397,139 @@ def test_bad_command_line_is_one_line_and_exit_2(
     assert_one_line_error(capsys, main(args), EXIT_USAGE)
 
 
+@pytest.fixture
+def no_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad input must be refused before any name lookup or connect."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("no I/O expected for bad input")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+
+
+@pytest.fixture
+def other_name_server(tmp_path: Any) -> Iterator[tuple[ThreadServer, str]]:
+    """A TLS server whose certificate (from a CA in the returned file) is for other.example
+    only, not for 127.0.0.1."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
+    with ThreadServer(echo, server_context(ca.issue_cert("other.example"))) as server:
+        yield server, str(tmp_path / "other-ca.pem")
+
+
+def test_empty_servername_is_refused_without_insecure(
+    capsys: pytest.CaptureFixture[str], other_name_server: tuple[ThreadServer, str]
+) -> None:
+    """``--servername ''`` would send no SNI and skip the name check (asyncio passes None to
+    wrap_bio): a certificate for another name would pass as "verified"."""
+    server, ca_file = other_name_server
+    args = ["probe", f"{HOST}:{server.port}", "--cafile", ca_file, "--servername", ""]
+    line = assert_one_line_error(capsys, main([*args, "--attempts", "1"]), EXIT_USAGE)
+    assert "--servername ''" in line and "--insecure" in line
+
+
+def test_empty_servername_with_insecure_says_the_name_was_not_checked(
+    capsys: pytest.CaptureFixture[str], other_name_server: tuple[ThreadServer, str]
+) -> None:
+    server, _ = other_name_server
+    args = ["probe", f"{HOST}:{server.port}", "--servername", "", "--insecure", "--tls1.3"]
+    assert main([*args, "--attempts", "1"]) == EXIT_OK
+    out = capsys.readouterr()
+    assert "no SNI" in out.err
+    title = " ".join(out.out.split())  # rich may wrap the title
+    assert "name not checked" in title and "NOT VERIFIED" in title
+    assert "certificate verified" not in title
+    report = probe_json(capsys, f"{HOST}:{server.port}", "--servername", "", "--insecure")
+    assert report["target"]["server_name"] == ""
+    assert report["settings"]["verify"] is False
+
+
+@pytest.mark.usefixtures("no_io")
+def test_probe_function_refuses_empty_server_hostname_when_verifying() -> None:
+    with pytest.raises(ProbeInputError, match="empty server_hostname"):
+        asyncio.run(probe(HOST, unused_port(), server_hostname=""))
+
+
+@pytest.mark.usefixtures("no_io")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["a\x00b:443"], "invalid host 'a\\x00b': character U+0000"),
+        (["a\x00b"], "invalid host"),
+        (["[::1\x00]:443"], "not an IPv6 address"),
+        (["a\tb"], "invalid host"),
+        (["a b"], "invalid host"),
+        (["a\x7fb"], "invalid host"),
+        (["a\u200bb"], "invalid host"),  # invisible; IDNA would map it away
+        ([HOST, "--servername", "a\x00b"], "invalid --servername 'a\\x00b': character U+0000"),
+        ([HOST, "--servername", "a\nb"], "invalid --servername"),
+        ([HOST, "--servername", " "], "invalid --servername"),
+        ([HOST, "--http", "--servername", "a\x00"], "invalid --servername"),
+    ],
+)
+def test_control_characters_in_host_or_servername_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    line = assert_one_line_error(capsys, main(["probe", *args]), EXIT_USAGE)
+    assert message in line
+
+
+@pytest.mark.usefixtures("no_io")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["probe", "host:\u0668\u0660"], "invalid port"),  # Arabic-Indic 80
+        (["probe", "[::1]:\u0668\u0660"], "invalid port"),
+        (["probe", "host:\uff18\uff10"], "invalid port"),  # fullwidth 80
+        (["probe", "host:\u00b9"], "invalid port"),  # superscript 1: isdigit() but not int()
+        (["probe", "host:1_0"], "invalid port"),
+        (["probe", HOST, "--attempts", "\u0663"], "argument --attempts: expected a whole"),
+        (["probe", HOST, "--attempts", "1_0"], "argument --attempts: expected a whole"),
+        (["probe", HOST, "--timeout", "\u0663"], "argument --timeout: expected a number"),
+        (["probe", HOST, "--timeout", "1_0"], "argument --timeout: expected a number"),
+        (["demo", "--connections", "\u0663"], "argument --connections: expected a whole"),
+        (["demo", "--concurrency", "\u0661"], "argument --concurrency: expected a whole"),
+    ],
+)
+def test_numbers_must_be_ascii_digits(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    line = assert_one_line_error(capsys, main(args), EXIT_USAGE)
+    assert message in line
+
+
+@pytest.mark.usefixtures("no_io")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["probe", ":443"], "no host"),
+        (["probe", "[]:443"], "no host"),
+        (["probe", f"{HOST}:65536"], "invalid port '65536'"),
+        (["probe", f"{HOST}:-1"], "invalid port '-1'"),
+        (["probe", "x:" + "9" * 5000], "invalid port"),  # int() refuses > 4300 digits
+        (["probe", f"[{HOST}]:443"], "is not an IPv6 address"),  # brackets are for IPv6
+        (["probe", "[localhost]:443"], "is not an IPv6 address"),
+        (["probe", "a:b:c"], "not an IPv6 address"),
+        (["probe", "."], "invalid host"),
+        (["probe", "a" * 64 + ".example"], "invalid host"),  # IDNA: label too long
+        (["probe", "\ud800"], "invalid host"),
+        (["probe", HOST, "--servername", "a:b"], "invalid --servername"),
+        (["probe", HOST, "--attempts", "10000000000000000000"], "must be from 1 to"),
+        (["probe", HOST, "--attempts", "9" * 5000], "--attempts"),
+        (["probe", HOST, "--timeout", "1e999"], "--timeout"),
+        (["demo", "--connections", "9" * 400], "must be from 1 to"),  # was an OverflowError
+        (["demo", "--connections", "1", "--concurrency", "10000001"], "must be from 1 to"),
+    ],
+)
+def test_other_bad_input_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    line = assert_one_line_error(capsys, main(args), EXIT_USAGE)
+    assert message in line
+
+
 def test_unresolvable_host(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -476,10 +609,20 @@ def test_verdicts_from_counts() -> None:
         ("[2001:db8::1]:65535", ("2001:db8::1", 65535)),
         ("[::1]", ("::1", 443)),
         ("::1", ("::1", 443)),
+        (" example.com:08443 ", ("example.com", 8443)),
+        ("b\u00fccher.example", ("b\u00fccher.example", 443)),  # IDNA names are fine
     ],
 )
 def test_parse_target(text: str, expected: tuple[str, int]) -> None:
     assert parse_target(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["host:\u0668\u0660", "a\x00b", "[1.2.3.4]:1", "a:b:c", "x:" + "9" * 5000]
+)
+def test_parse_target_rejects(text: str) -> None:
+    with pytest.raises(ProbeInputError):
+        parse_target(text)
 
 
 @given(
