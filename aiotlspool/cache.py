@@ -7,13 +7,16 @@ session expires after the shorter of the cache TTL and the server's stated lifet
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .session import CachedSession
+from .session import TLS13, CachedSession
 from .session_key import SessionKey
 
 # RFC 8446 4.6.1: servers MUST NOT give a ticket a lifetime above 7 days; trust no more than that.
@@ -44,6 +47,16 @@ class SessionCache(ABC):
     async def clear(self) -> None:
         """Forget every session."""
 
+    async def invalidate_where(self, stale: Callable[[SessionKey], bool]) -> int:
+        """Forget the sessions of every key for which ``stale(key)`` is true; return how many.
+
+        The pool calls it when its context's verification settings change, so that sessions
+        of the old settings do not linger. Such sessions are never offered again either way
+        (their keys no longer match), so a store that cannot enumerate its keys may keep the
+        default, which drops nothing and returns 0.
+        """
+        return 0
+
     @abstractmethod
     def size(self) -> int:
         """How many sessions are stored now."""
@@ -62,7 +75,8 @@ class SessionCache(ABC):
 @dataclass(slots=True)
 class _Stored:
     session: CachedSession
-    expires_at: float  # time.monotonic() deadline
+    stored_at: float  # time.monotonic() when stored: the cache's ttl counts from here
+    expires_at: float  # time.monotonic() deadline from the server's lifetime (and the 7-day cap)
 
 
 @dataclass(slots=True)
@@ -100,30 +114,57 @@ class MemorySessionCache(SessionCache):
         tickets_per_endpoint: int = 8,
         reuse_tls13_tickets: bool = False,
     ) -> None:
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-            raise ValueError(f"max_size must be an int >= 1, got {max_size!r}")
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise ValueError(f"ttl must be a number of seconds > 0, got {ttl!r}")
-        if (
-            isinstance(tickets_per_endpoint, bool)
-            or not isinstance(tickets_per_endpoint, int)
-            or tickets_per_endpoint < 1
-        ):
-            raise ValueError(
-                f"tickets_per_endpoint must be an int >= 1, got {tickets_per_endpoint!r}"
-            )
-        self.max_size = max_size
-        self.ttl = float(ttl)
-        self.tickets_per_endpoint = tickets_per_endpoint
+        if not isinstance(reuse_tls13_tickets, bool):
+            raise TypeError(f"reuse_tls13_tickets must be a bool, got {reuse_tls13_tickets!r}")
+        self.max_size = _count("max_size", max_size)
+        self.ttl = _seconds("ttl", ttl)
+        self.tickets_per_endpoint = _count("tickets_per_endpoint", tickets_per_endpoint)
         self.reuse_tls13_tickets = reuse_tls13_tickets
         self._entries: OrderedDict[SessionKey, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._expired = 0
         self._evicted = 0
+        _live_caches.add(self)
+
+    def configure(
+        self,
+        *,
+        max_size: int | None = None,
+        ttl: float | None = None,
+        tickets_per_endpoint: int | None = None,
+    ) -> None:
+        """Change the bounds at runtime; what is already stored obeys them at once.
+
+        A smaller ``max_size`` evicts the least recently used keys now; a shorter ``ttl``
+        applies to stored sessions too (counted from when each was stored); a smaller
+        ``tickets_per_endpoint`` drops the oldest tickets. Arguments left None are unchanged.
+        """
+        new_size = self.max_size if max_size is None else _count("max_size", max_size)
+        new_ttl = self.ttl if ttl is None else _seconds("ttl", ttl)
+        new_tickets = (
+            self.tickets_per_endpoint
+            if tickets_per_endpoint is None
+            else _count("tickets_per_endpoint", tickets_per_endpoint)
+        )
+        with self._lock:
+            self.max_size, self.ttl, self.tickets_per_endpoint = new_size, new_ttl, new_tickets
+            now = time.monotonic()
+            for key, entry in list(self._entries.items()):
+                self._drop_expired(key, entry, now)
+                keep = self.tickets_per_endpoint if entry.tls_version == TLS13 else 1
+                while len(entry.sessions) > keep:
+                    entry.sessions.popleft()
+                    self._evicted += 1
+            self._evict_beyond_max_size()
 
     def lifetime_of(self, session: CachedSession) -> float:
         """Seconds ``session`` may stay in this cache from now (0 or less: do not store)."""
-        lifetime = min(self.ttl, MAX_SESSION_LIFETIME)
+        return min(self.ttl, self._server_lifetime_left(session))
+
+    @staticmethod
+    def _server_lifetime_left(session: CachedSession) -> float:
+        """Seconds left of the server's lifetime for ``session``, capped at 7 days."""
+        lifetime = MAX_SESSION_LIFETIME
         if session.lifetime is not None:
             lifetime = min(lifetime, session.lifetime)
         # A session stored some time after its handshake has less of its lifetime left.
@@ -148,9 +189,9 @@ class MemorySessionCache(SessionCache):
             return newest
 
     async def put(self, key: SessionKey, session: CachedSession) -> None:
-        lifetime = self.lifetime_of(session)
-        if lifetime <= 0:
+        if self.lifetime_of(session) <= 0:
             return
+        server_left = self._server_lifetime_left(session)
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry.tls_version != session.tls_version:
@@ -159,16 +200,19 @@ class MemorySessionCache(SessionCache):
                 entry = self._entries[key] = _Entry(session.tls_version)
             if any(stored.session is session for stored in entry.sessions):
                 return
-            entry.sessions.append(_Stored(session, time.monotonic() + lifetime))
+            if session.session_id and any(
+                stored.session.session_id == session.session_id for stored in entry.sessions
+            ):
+                return  # the same ticket or session, captured twice: keep one copy
+            now = time.monotonic()
+            entry.sessions.append(_Stored(session, now, now + server_left))
             # A TLS 1.2 session is reusable, so one per key is enough.
             keep = self.tickets_per_endpoint if session.single_use else 1
             while len(entry.sessions) > keep:
                 entry.sessions.popleft()
                 self._evicted += 1
             self._entries.move_to_end(key)
-            while len(self._entries) > self.max_size:
-                _, oldest = self._entries.popitem(last=False)
-                self._evicted += len(oldest.sessions)
+            self._evict_beyond_max_size()
 
     async def invalidate(self, key: SessionKey, session: CachedSession | None = None) -> None:
         with self._lock:
@@ -180,6 +224,13 @@ class MemorySessionCache(SessionCache):
                 entry.sessions = deque(kept)
             if session is None or not entry.sessions:
                 del self._entries[key]
+
+    async def invalidate_where(self, stale: Callable[[SessionKey], bool]) -> int:
+        with self._lock:
+            dropped = 0
+            for key in [key for key in self._entries if stale(key)]:
+                dropped += len(self._entries.pop(key).sessions)
+            return dropped
 
     async def clear(self) -> None:
         with self._lock:
@@ -200,11 +251,74 @@ class MemorySessionCache(SessionCache):
     def evicted(self) -> int:
         return self._evicted
 
+    # The helpers below run with the lock held.
+
     def _drop_expired(self, key: SessionKey, entry: _Entry, now: float) -> None:
-        # Caller holds the lock.
-        live = [stored for stored in entry.sessions if stored.expires_at > now]
+        oldest_stored = now - self.ttl
+        live = [s for s in entry.sessions if s.expires_at > now and s.stored_at > oldest_stored]
         if len(live) != len(entry.sessions):
             self._expired += len(entry.sessions) - len(live)
             entry.sessions = deque(live)
         if not entry.sessions:
             del self._entries[key]
+
+    def _evict_beyond_max_size(self) -> None:
+        while len(self._entries) > self.max_size:
+            _, oldest = self._entries.popitem(last=False)
+            self._evicted += len(oldest.sessions)
+
+    def _drop_single_use(self) -> None:
+        """In a forked child: TLS 1.3 tickets stay with the parent (each is used once);
+        reusable TLS 1.2 sessions stay in both."""
+        self._lock = threading.Lock()  # the parent's may have been held by another thread
+        for key, entry in list(self._entries.items()):
+            if entry.tls_version == TLS13:
+                del self._entries[key]
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return value
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+# Every MemorySessionCache of this process, so that a fork can split them (see below).
+_live_caches: weakref.WeakSet[MemorySessionCache] = weakref.WeakSet()
+_held_across_fork: list[MemorySessionCache] = []
+
+
+def _before_fork() -> None:
+    # Hold every cache's lock across fork(), so that no cache is copied half-updated.
+    _held_across_fork[:] = list(_live_caches)
+    for cache in _held_across_fork:
+        cache._lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for cache in _held_across_fork:
+        cache._lock.release()
+    _held_across_fork.clear()
+
+
+def _after_fork_in_child() -> None:
+    for cache in _held_across_fork:
+        cache._drop_single_use()
+    _held_across_fork.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

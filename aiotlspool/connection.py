@@ -88,6 +88,7 @@ class Connection:
         connect_seconds: float,
         capture_pending: bool,
         created_at: float,
+        resumed_session_id: bytes = b"",
     ) -> None:
         self.endpoint = endpoint
         self.reader = reader
@@ -103,6 +104,7 @@ class Connection:
         self._key = key
         self._protocol = protocol
         self._capture_pending = capture_pending
+        self._resumed_session_id = resumed_session_id
         self._ticket_marker: object = None  # see SessionEngine.handshake_marker
         self._closed = False
         self._probe = _ReadableProbe(writer)

@@ -35,8 +35,9 @@ from .exceptions import (
     TLSHandshakeError,
 )
 from .session import TLS13, CachedSession
-from .session_key import SessionKey, session_key
+from .session_key import SessionKey, context_number, session_key
 from .stats import Counters
+from .verification import Verification, verification_of
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -76,18 +77,62 @@ class Connector:
         self.require_resumption = require_resumption
         self.close_timeout = close_timeout
         self.spawn = spawn  # runs a coroutine in a task the pool tracks (and awaits at close)
-        # session_key() is the one place keys are made; this only remembers its answers.
+        # session_key() is the one place keys are made; this only remembers its answers for the
+        # context's current verification settings.
         self._keys: dict[Endpoint, SessionKey] = {}
+        self._verification: Verification | None = None
+        self._context_number = context_number(ssl_context)
 
-    def key_for(self, endpoint: Endpoint) -> SessionKey:
+    async def current_key(self, endpoint: Endpoint) -> tuple[SessionKey, Verification]:
+        """The key for ``endpoint`` under the context's settings as they are now.
+
+        When the settings changed since the last call (the user mutated the context), the
+        sessions cached under the old ones are dropped and counted: they were obtained under
+        other verification and must never be offered under these.
+        """
+        verification = verification_of(self.ssl_context)
+        if verification is not self._verification:
+            previous, self._verification = self._verification, verification
+            self._keys.clear()
+            if previous is not None and previous.fingerprint != verification.fingerprint:
+                number, fingerprint = self._context_number, verification.fingerprint
+                await self._drop_stale(
+                    lambda key: key.context == number and key.verification != fingerprint
+                )
         key = self._keys.get(endpoint)
         if key is None:
             if len(self._keys) >= 1024:
                 self._keys.clear()  # many distinct endpoints: start over rather than grow
             key = self._keys[endpoint] = session_key(
-                self.ssl_context, endpoint, share_across_ports=self.share_sessions_across_ports
+                self.ssl_context,
+                endpoint,
+                share_across_ports=self.share_sessions_across_ports,
+                verification=verification,
             )
-        return key
+        return key, verification
+
+    async def replace_context(self, ssl_context: ssl.SSLContext) -> None:
+        """Use ``ssl_context`` for new connections; drop the sessions of the old one."""
+        old_number = self._context_number
+        self.ssl_context = ssl_context
+        self._context_number = context_number(ssl_context)
+        self._verification = None
+        self._keys.clear()
+        if old_number != self._context_number:
+            await self._drop_stale(lambda key: key.context == old_number)
+
+    async def _drop_stale(self, stale: Callable[[SessionKey], bool]) -> None:
+        if self.cache is not None:
+            self.counters.stale_sessions_dropped += await self.cache.invalidate_where(stale)
+
+    def _is_current(self, key: SessionKey) -> bool:
+        """Whether ``key`` was made under the settings the context has now (as last read)."""
+        current = self._verification
+        return (
+            current is not None
+            and key.context == self._context_number
+            and key.verification == current.fingerprint
+        )
 
     async def connect(self, pool: Pool, endpoint: Endpoint) -> Connection:
         """Open a verified TLS connection to ``endpoint``, resuming a cached session if any.
@@ -95,13 +140,14 @@ class Connector:
         Retries transient failures with jittered exponential backoff; ``connect_timeout`` bounds
         all attempts together. Raises a :class:`ConnectError` subclass naming the endpoint.
         """
-        key = self.key_for(endpoint)
+        context = self.ssl_context  # the one this connection uses, even if replaced meanwhile
+        key, verification = await self.current_key(endpoint)
         attempt = 0
         try:
             async with deadline(self.connect_timeout):
                 while True:
                     offer = await self.take_session(key)
-                    offering = self.engine.offering_context(self.ssl_context, offer)
+                    offering = self.engine.offering_context(context, offer, verification)
                     try:
                         return await self._connect_once(pool, endpoint, key, offering)
                     except BaseException as exc:
@@ -139,6 +185,8 @@ class Connector:
             return
         if offering.handshake_done:
             return  # the outcome was handled after the handshake
+        if offering.settings_changed:
+            return  # taken under settings the context no longer has: stale
         if offering.handshake_started:
             if not session.single_use:  # a TLS 1.3 ticket left the cache when it was taken
                 self.spawn(self.cache.invalidate(key, session))
@@ -202,6 +250,12 @@ class Connector:
         tls_version = ssl_object.version() or ""
         offer = offering.session
         rejected = offering.offered and not reused
+        if offering.settings_changed:
+            # The context changed between taking the session and the handshake: the session
+            # was not offered, and this connection's own session belongs to neither key.
+            offer = None
+            if offering.session is not None and offering.session.single_use:
+                self.counters.stale_sessions_dropped += 1  # taken out of the cache for nothing
         if reused:
             self.counters.resumed_handshakes += 1
         else:
@@ -229,8 +283,13 @@ class Connector:
             handshake_seconds=handshake_seconds,
             connect_seconds=finished - started,
             # A resumed TLS 1.2 session stays valid in the cache; everything else is new.
-            capture_pending=self.cache is not None and not (reused and tls_version != TLS13),
+            capture_pending=self.cache is not None
+            and not offering.settings_changed
+            and not (reused and tls_version != TLS13),
             created_at=asyncio.get_running_loop().time(),
+            # After a TLS 1.3 resumption the connection shows the ticket it resumed with until
+            # the server sends a new one: that one must not be stored again.
+            resumed_session_id=offer.session_id if reused and offer is not None else b"",
         )
         if conn._capture_pending:
             conn._ticket_marker = self.engine.handshake_marker(ssl_object)
@@ -258,6 +317,13 @@ class Connector:
         session = self.engine.capture(conn.ssl_object)
         if session is None:
             logger.debug("no resumable session from %s (%s)", conn.endpoint, conn.tls_version)
+            return
+        if conn._resumed_session_id and session.session_id == conn._resumed_session_id:
+            logger.debug("no new ticket from %s since it resumed", conn.endpoint)
+            return
+        if not self._is_current(conn._key):
+            # The context changed (or was replaced) while the connection was open.
+            self.counters.stale_sessions_dropped += 1
             return
         store = self._store(conn._key, session)
         if type(self.cache) is MemorySessionCache:  # exactly: a subclass may await in put

@@ -33,9 +33,9 @@ class Endpoint:
             server_hostname = host
         elif not isinstance(server_hostname, str):
             raise TypeError(f"server_hostname must be a str or None, got {server_hostname!r}")
-        _check_name("host", host)
+        _check_name("host", host, host, port)
         if server_hostname:
-            _check_name("server_hostname", server_hostname)
+            _check_name("server_hostname", server_hostname, host, port)
         return cls(host, port, server_hostname)
 
     def __str__(self) -> str:
@@ -45,12 +45,15 @@ class Endpoint:
         return f"{host}:{self.port} (server_hostname={self.server_hostname!r})"
 
 
-def _check_name(what: str, name: str) -> None:
-    """Reject names that the resolver and ssl would fail on with a bare UnicodeError."""
+def _check_name(what: str, name: str, host: str, port: int) -> None:
+    """Reject names that the resolver and ssl would fail on with a bare error, before any I/O."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
+        # NUL cuts a C string short (so the name checked would not be the name given).
+        raise ValueError(f"invalid {what} {name!r} for {host!r} port {port}: control character")
     try:
         ipaddress.ip_address(name)
     except ValueError:
         try:
             name.encode("idna")
         except UnicodeError as exc:
-            raise ValueError(f"invalid {what} {name!r}: {exc}") from None
+            raise ValueError(f"invalid {what} {name!r} for {host!r} port {port}: {exc}") from None

@@ -19,13 +19,19 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from .session import TLS13, CachedSession
+from .verification import Verification, verification_of
 
 logger = logging.getLogger("aiotlspool")
 
 
 class OfferingContext:
     """Passed to the event loop as ``ssl=`` for one connection: wraps the BIOs with the user's
-    context and offers ``session``. Also remembers the SSLObject and when the handshake began."""
+    context and offers ``session``. Also remembers the SSLObject and when the handshake began.
+
+    ``verification`` is the context's settings when the session was taken. The context may
+    change before the loop calls :meth:`wrap_bio` (after the TCP connect); the settings are read
+    again there, and a session taken under other settings is not offered (``settings_changed``).
+    """
 
     __slots__ = (
         "context",
@@ -34,20 +40,28 @@ class OfferingContext:
         "handshake_started",
         "offered",
         "session",
+        "settings_changed",
         "ssl_object",
+        "verification",
     )
 
     def __init__(
-        self, context: ssl.SSLContext, session: CachedSession | None, engine: SessionEngine
+        self,
+        context: ssl.SSLContext,
+        session: CachedSession | None,
+        engine: SessionEngine,
+        verification: Verification,
     ) -> None:
         self.context = context
         self.session = session
         self.engine = engine
+        self.verification = verification
         self.ssl_object: ssl.SSLObject | None = None
         self.handshake_started = 0.0
         # True once the session was really attached (False if it could not be).
         self.offered = False
         self.handshake_done = False
+        self.settings_changed = False
 
     def wrap_bio(
         self,
@@ -59,6 +73,9 @@ class OfferingContext:
     ) -> ssl.SSLObject:
         # The loop calls this once the TCP connection is up, right before the handshake.
         self.handshake_started = time.perf_counter()
+        if verification_of(self.context) is not self.verification:
+            # Changed since the session was taken: it may come from weaker settings.
+            self.settings_changed = True
         ssl_object = self.engine.wrap(self, incoming, outgoing, server_side, server_hostname)
         self.ssl_object = ssl_object
         return ssl_object
@@ -74,11 +91,16 @@ class SessionEngine(ABC):
     name: str
 
     def offering_context(
-        self, context: ssl.SSLContext, session: CachedSession | None
+        self, context: ssl.SSLContext, session: CachedSession | None, verification: Verification
     ) -> OfferingContext:
         """The object to pass as ``ssl=`` for one connection."""
         # (The connector never passes another engine's session: see Connector.take_session.)
-        return OfferingContext(context, session, self)
+        return OfferingContext(context, session, self, verification)
+
+    @staticmethod
+    def session_to_offer(offer: OfferingContext) -> CachedSession | None:
+        """The session ``wrap`` may attach: none when the settings changed since it was taken."""
+        return None if offer.settings_changed else offer.session
 
     @abstractmethod
     def wrap(
@@ -108,6 +130,7 @@ class SessionEngine(ABC):
         has_ticket: bool,
         lifetime_hint: int,
         created_at: float,
+        session_id: bytes,
     ) -> CachedSession | None:
         """Describe a session for the cache, or None if offering it could not resume."""
         if not resumable or (tls_version == TLS13 and not has_ticket):
@@ -124,6 +147,7 @@ class SessionEngine(ABC):
             has_ticket=has_ticket,
             lifetime=lifetime,
             created_at=float(created_at),
+            session_id=session_id,
         )
 
     def handshake_marker(self, ssl_object: ssl.SSLObject) -> object:
@@ -149,14 +173,15 @@ class StdlibSessionEngine(SessionEngine):
         server_side: bool,
         server_hostname: str | None,
     ) -> ssl.SSLObject:
-        if offer.session is not None:
+        session = self.session_to_offer(offer)
+        if session is not None:
             try:
                 ssl_object = offer.context.wrap_bio(
                     incoming,
                     outgoing,
                     server_side=server_side,
                     server_hostname=server_hostname,
-                    session=offer.session.handle,  # type: ignore[arg-type]
+                    session=session.handle,  # type: ignore[arg-type]
                 )
             except ValueError as exc:
                 # "Session refers to a different SSLContext": the key should make this
@@ -181,4 +206,5 @@ class StdlibSessionEngine(SessionEngine):
             has_ticket=session.has_ticket,
             lifetime_hint=session.ticket_lifetime_hint,
             created_at=session.time,
+            session_id=session.id,
         )

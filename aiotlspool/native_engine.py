@@ -43,9 +43,10 @@ class NativeSessionEngine(SessionEngine):
         ssl_object = offer.context.wrap_bio(
             incoming, outgoing, server_side=server_side, server_hostname=server_hostname
         )
-        if offer.session is not None:
+        session = self.session_to_offer(offer)
+        if session is not None:
             try:
-                self.libssl.apply(ssl_object, cast(NativeSession, offer.session.handle))
+                self.libssl.apply(ssl_object, cast(NativeSession, session.handle))
             except (NativeUnavailable, ValueError, TypeError) as exc:
                 logger.warning("could not offer a cached session (%s); full handshake", exc)
             else:
@@ -71,6 +72,7 @@ class NativeSessionEngine(SessionEngine):
             has_ticket=session.has_ticket,
             lifetime_hint=session.ticket_lifetime_hint,
             created_at=session.time,
+            session_id=session.session_id,
         )
 
     def handshake_marker(self, ssl_object: ssl.SSLObject) -> object:
@@ -99,12 +101,17 @@ def select_engine(name: str) -> SessionEngine:
     while debugging, or to test both). ``"native"`` raises RuntimeError where it is unavailable.
     """
     global _fallback_logged
+    if name not in ("auto", "native", "stdlib"):
+        raise ValueError(f"session_engine must be 'auto', 'native' or 'stdlib', got {name!r}")
     if name == "auto":
         name = os.environ.get(ENGINE_ENV, "").strip() or "auto"
+        if name not in ("auto", "native", "stdlib"):
+            raise ValueError(
+                f"the environment variable {ENGINE_ENV} must be 'auto', 'native' or 'stdlib', "
+                f"got {name!r}"
+            )
     if name == "stdlib":
         return StdlibSessionEngine()
-    if name not in ("auto", "native"):
-        raise ValueError(f"session_engine must be 'auto', 'native' or 'stdlib', got {name!r}")
     try:
         return NativeSessionEngine(Libssl.load())
     except NativeUnavailable as exc:

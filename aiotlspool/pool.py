@@ -144,6 +144,12 @@ class Pool:
             raise TypeError(
                 f"session_cache must be None, False or a SessionCache, got {session_cache!r}"
             )
+        for name, flag in (
+            ("require_resumption", require_resumption),
+            ("share_sessions_across_ports", share_sessions_across_ports),
+        ):
+            if not isinstance(flag, bool):  # "false" is truthy: never guess
+                raise TypeError(f"{name} must be a bool, got {flag!r}")
         for name, limit in (
             ("max_connections", max_connections),
             ("connect_retries", connect_retries),
@@ -161,7 +167,6 @@ class Pool:
                 "max_connections_per_endpoint must be an int >= 1 or None, "
                 f"got {max_connections_per_endpoint!r}"
             )
-        self.ssl_context = ssl_context
         self.session_cache = cache
         self.max_connections = max_connections
         self.max_connections_per_endpoint = max_connections_per_endpoint or max_connections
@@ -235,6 +240,7 @@ class Pool:
         :class:`ConnectError` subclass naming the endpoint.
         """
         endpoint = self._endpoint_for(host, port, server_hostname)
+        self._check_name_is_verified(endpoint)
         self._check_loop()
         if self._closed:
             raise PoolClosed(f"the pool is closed; cannot connect to {endpoint}")
@@ -286,7 +292,10 @@ class Pool:
         connector = self._connector
         # Whether the socket has unread bytes is asked at checkout, when it matters.
         reusable = (
-            not self._closed and conn.is_reusable(ask_socket=False) and not self._too_old(slot)
+            not self._closed
+            and conn.is_reusable(ask_socket=False)
+            and not self._too_old(slot)
+            and self._current_context(conn)
         )
         capture_now = reusable and conn._capture_pending and connector.ticket_likely_arrived(conn)
         if reusable:
@@ -315,6 +324,32 @@ class Pool:
         await asyncio.shield(self._closing)
 
     @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The context new connections use (replace it with :meth:`set_ssl_context`)."""
+        return self._connector.ssl_context
+
+    async def set_ssl_context(self, ssl_context: ssl.SSLContext) -> None:
+        """Use ``ssl_context`` for every new connection from now on (certificate rotation,
+        a new CA bundle).
+
+        Idle connections made with the old context are closed now, and connections in use are
+        closed when released instead of being pooled. Sessions cached under the old context are
+        dropped (``stale_sessions_dropped``) and never offered under the new one. Returns once
+        the idle connections are closed.
+        """
+        if not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError(f"ssl_context must be an ssl.SSLContext, got {ssl_context!r}")
+        self._check_loop()
+        if self._closed:
+            raise PoolClosed("the pool is closed; cannot replace its ssl_context")
+        await self._connector.replace_context(ssl_context)
+        idle = [slot for slot in self._slots if slot.state is _State.IDLE]
+        for slot in idle:
+            self._remove(slot)
+        to_close = [slot.connection for slot in idle if slot.connection is not None]
+        await self._close_all(to_close + self._assign())
+
+    @property
     def session_engine(self) -> str:
         """The session engine in use: ``"native"`` or ``"stdlib"``."""
         return self._engine.name
@@ -329,15 +364,18 @@ class Pool:
         A TLS 1.3 ticket is handed out once, so an exported ticket leaves the cache. Needs the
         native session engine (the standard library cannot serialize sessions).
         """
-        engine = self._native_engine("export")
-        endpoint = Endpoint.create(host, port, server_hostname)
-        key = self._connector.key_for(endpoint)
+        self._native_engine("export")
+        endpoint = self._endpoint_for(host, port, server_hostname)
+        self._check_name_is_verified(endpoint)
+        key, verification = await self._connector.current_key(endpoint)
+        if not verification.complete:  # pragma: no cover - the native engine reads it all
+            raise RuntimeError("this context's verification settings cannot be read in full")
         session = await self._connector.take_session(key)
         if session is None:
             return None
-        return transfer.encode(
-            session, key, transfer.verification_fingerprint(self.ssl_context, engine.libssl)
-        )
+        # The key names the settings the session was obtained under (a changed context gets
+        # new keys), so the export carries those, not whatever the context says later.
+        return transfer.encode(session, key)
 
     async def import_session(
         self, data: bytes, host: str, port: int, *, server_hostname: str | None = None
@@ -350,10 +388,12 @@ class Pool:
         range), and not expired. Only import bytes from a store you trust.
         """
         engine = self._native_engine("import")
-        endpoint = Endpoint.create(host, port, server_hostname)
-        key = self._connector.key_for(endpoint)
-        fingerprint = transfer.verification_fingerprint(self.ssl_context, engine.libssl)
-        native = transfer.decode(data, key, fingerprint, engine.libssl)
+        endpoint = self._endpoint_for(host, port, server_hostname)
+        self._check_name_is_verified(endpoint)
+        key, verification = await self._connector.current_key(endpoint)
+        if not verification.complete:  # pragma: no cover - the native engine reads it all
+            raise RuntimeError("this context's verification settings cannot be read in full")
+        native = transfer.decode(data, key, engine.libssl)
         version = "TLSv1.3" if native.protocol_version == 0x0304 else "TLSv1.2"
         session = engine.describe(native, version)
         if session is None:
@@ -361,6 +401,16 @@ class Pool:
         if self.session_cache is None:
             raise RuntimeError("this pool has no session cache (session_cache=False)")
         await self.session_cache.put(key, session)
+
+    def _check_name_is_verified(self, endpoint: Endpoint) -> None:
+        # asyncio hands wrap_bio None for "", and OpenSSL then checks no name at all: with
+        # check_hostname=True that would silently accept a certificate for any name.
+        if not endpoint.server_hostname and self._connector.ssl_context.check_hostname:
+            raise ValueError(
+                f"server_hostname='' for {endpoint.host}:{endpoint.port} sends no server name, "
+                "so no host name would be checked; the pool's context has check_hostname=True "
+                "(pass a name, or use a context with check_hostname=False)"
+            )
 
     def _native_engine(self, action: str) -> NativeSessionEngine:
         if not isinstance(self._engine, NativeSessionEngine):
@@ -395,6 +445,7 @@ class Pool:
             connections_opened=c.connections_opened,
             connections_closed=c.connections_closed,
             connect_errors=c.connect_errors,
+            stale_sessions_dropped=c.stale_sessions_dropped,
             in_use=counts[_State.IN_USE],
             idle=counts[_State.IDLE],
             connecting=counts[_State.CONNECTING],
@@ -516,7 +567,7 @@ class Pool:
             slot = slots.idle[-1]
             conn = slot.connection
             assert conn is not None
-            if self._expired(slot) or not conn.is_reusable():
+            if self._expired(slot) or not conn.is_reusable() or not self._current_context(conn):
                 self._remove(slot)
                 to_close.append(conn)
                 continue
@@ -601,6 +652,10 @@ class Pool:
             and conn is not None
             and self._now() - conn.created_at >= self.max_lifetime
         )
+
+    def _current_context(self, conn: Connection) -> bool:
+        """Whether ``conn`` was made with the context in use now (see set_ssl_context)."""
+        return conn.ssl_object.context is self._connector.ssl_context
 
     def _expired(self, slot: _Slot) -> bool:
         when = self._expiry_time(slot)

@@ -25,6 +25,9 @@ class CachedSession:
     lifetime: float | None
     # When the session was created, in seconds since the epoch (as OpenSSL records it).
     created_at: float
+    # OpenSSL's session id; for a ticket, the SHA-256 of the ticket, so two captures of the same
+    # ticket have equal ids (how a reused TLS 1.3 ticket is told from a new one).
+    session_id: bytes = b""
 
     @property
     def single_use(self) -> bool:

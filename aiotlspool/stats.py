@@ -19,6 +19,7 @@ class Counters:
     connections_opened: int = 0
     connections_closed: int = 0
     connect_errors: int = 0
+    stale_sessions_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,9 @@ class PoolStats:
     - ``sessions_stored``: sessions captured from connections and handed to the cache.
     - ``expired`` / ``evicted``: sessions the cache dropped for age / for its size bound.
     - ``connections_opened`` / ``connections_closed``, ``connect_errors`` (failed connects).
+    - ``stale_sessions_dropped``: cached sessions dropped because the pool's context changed
+      its verification settings or was replaced (:meth:`Pool.set_ssl_context`); such sessions
+      are never offered under the new settings.
 
     Current state: ``cache_size`` (sessions held), ``in_use``, ``idle``, ``connecting`` (slots
     whose connection is being opened) and ``waiting`` (acquires queued for a slot).
@@ -51,6 +55,7 @@ class PoolStats:
     connections_opened: int
     connections_closed: int
     connect_errors: int
+    stale_sessions_dropped: int
     in_use: int
     idle: int
     connecting: int

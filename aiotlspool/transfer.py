@@ -1,24 +1,26 @@
 """Exporting and importing sessions, bound to what they may be used for.
 
 An exported session holds the session's master secret, and a resumed handshake skips certificate
-verification. So the envelope records the server name, port, TLS version and a fingerprint of the
-verification settings of the context that obtained the session, and an import refuses - never
-offers - a session whose binding differs from the importing pool's context and endpoint. (Shown
-here: a session obtained with ``CERT_NONE`` from an untrusted server resumes under a verifying
-context if nothing stops it.) Treat exported bytes like a private key.
+verification. So the envelope records the server name, port (or host, when no server name was
+sent), TLS version and the fingerprint of the verification settings under which the session was
+obtained (:mod:`aiotlspool.verification`: verify mode and flags, host-name checks, protocol
+range, options, security level, every certificate and CRL in the trust store, the client
+certificate), and an import refuses - never offers - a session whose binding differs from the
+importing pool's context and endpoint. (Shown here: a session obtained with ``CERT_NONE`` from an
+untrusted server resumes under a verifying context if nothing stops it.) Treat exported bytes
+like a private key.
 
-Format (version 1): UTF-8 JSON ``{"format": "aiotlspool-session", "version": 1, "server_hostname",
-"port", "tls_version", "verification", "created_at", "lifetime", "der"}`` with the DER session in
-base64. ``port`` is null for sessions shared across ports.
+Format (version 2): UTF-8 JSON ``{"format": "aiotlspool-session", "version": 2, "server_hostname",
+"port", "unverified_host", "tls_version", "verification", "created_at", "lifetime", "der"}`` with
+the DER session in base64. ``port`` is null for sessions shared across ports; ``unverified_host``
+is the host for sessions obtained without a server name (null otherwise).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
-import ssl
 import time
 from typing import Any
 
@@ -27,37 +29,14 @@ from .session import CachedSession
 from .session_key import SessionKey
 
 FORMAT = "aiotlspool-session"
-VERSION = 1
+VERSION = 2
 MAX_EXPORT_SIZE = 128 * 1024
 _TLS_VERSIONS = {0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
 
 
-def verification_fingerprint(context: ssl.SSLContext, libssl: Libssl) -> str:
-    """A digest of everything in ``context`` that decides whether a server is trusted.
-
-    Two contexts with equal fingerprints verify servers the same way: verify mode and flags,
-    host-name checking, the protocol range, the CA certificates loaded, and the client
-    certificate presented.
-    """
-    ca_digests = sorted(
-        hashlib.sha256(der).hexdigest() for der in context.get_ca_certs(binary_form=True)
-    )
-    client_cert = libssl.context_certificate(context)
-    settings = {
-        "verify_mode": int(context.verify_mode),
-        "verify_flags": int(context.verify_flags),
-        "check_hostname": context.check_hostname,
-        "hostname_checks_common_name": context.hostname_checks_common_name,
-        "minimum_version": int(context.minimum_version),
-        "maximum_version": int(context.maximum_version),
-        "ca_certificates": ca_digests,
-        "client_certificate": hashlib.sha256(client_cert).hexdigest() if client_cert else None,
-    }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-
-
-def encode(session: CachedSession, key: SessionKey, fingerprint: str) -> bytes:
-    """The envelope for a native session stored under ``key``."""
+def encode(session: CachedSession, key: SessionKey) -> bytes:
+    """The envelope for a native session stored under ``key`` (whose fingerprint names the
+    settings the session was obtained under)."""
     handle = session.handle
     if not isinstance(handle, NativeSession):
         raise RuntimeError("only sessions of the native engine can be exported")
@@ -66,8 +45,9 @@ def encode(session: CachedSession, key: SessionKey, fingerprint: str) -> bytes:
         "version": VERSION,
         "server_hostname": key.server_hostname,
         "port": key.port,
+        "unverified_host": key.unverified_host,
         "tls_version": session.tls_version,
-        "verification": fingerprint,
+        "verification": key.verification,
         "created_at": session.created_at,
         "lifetime": session.lifetime,
         "der": base64.b64encode(handle.to_der()).decode("ascii"),
@@ -75,16 +55,19 @@ def encode(session: CachedSession, key: SessionKey, fingerprint: str) -> bytes:
     return json.dumps(envelope, sort_keys=True).encode()
 
 
-def decode(data: bytes, key: SessionKey, fingerprint: str, libssl: Libssl) -> NativeSession:
-    """Parse an envelope and check its binding against ``key`` and ``fingerprint``.
+def decode(data: bytes, key: SessionKey, libssl: Libssl) -> NativeSession:
+    """Parse an envelope and check its binding against ``key`` (made under the importing
+    context's current settings).
 
     Raises ValueError, naming the first mismatch, for anything that is not a well-formed
-    envelope bound to exactly this server name, port and verification settings.
+    envelope bound to exactly this server name, port (or host) and verification settings.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
-    if len(data) > MAX_EXPORT_SIZE:
-        raise ValueError(f"exported session larger than {MAX_EXPORT_SIZE} bytes")
+    # The size in bytes: len() of a multi-dimensional memoryview counts its first dimension.
+    size = memoryview(data).nbytes
+    if size > MAX_EXPORT_SIZE:
+        raise ValueError(f"exported session larger than {MAX_EXPORT_SIZE} bytes ({size} bytes)")
     try:
         envelope: Any = json.loads(bytes(data).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -95,7 +78,8 @@ def decode(data: bytes, key: SessionKey, fingerprint: str, libssl: Libssl) -> Na
         raise ValueError(f"unsupported export version {envelope.get('version')!r}")
     _expect(envelope, "server_hostname", key.server_hostname)
     _expect(envelope, "port", key.port)
-    _expect(envelope, "verification", fingerprint, what="verification settings")
+    _expect(envelope, "unverified_host", key.unverified_host)
+    _expect(envelope, "verification", key.verification, what="verification settings")
     tls_version = envelope.get("tls_version")
     if tls_version not in _TLS_VERSIONS.values():
         raise ValueError(f"unsupported tls_version {tls_version!r}")

@@ -1,0 +1,134 @@
+"""The verification settings of an SSLContext: what a session is bound to.
+
+A resumed handshake skips certificate and host-name verification, so a session may only be
+offered under the settings it was obtained with. Python lets a context change at any time
+(``verify_mode``, ``check_hostname``, ``load_verify_locations``, ``load_cert_chain``...), so the
+settings are read again at every connect: first a cheap *probe* of everything that can change,
+and only when the probe differs from the last one a full SHA-256 *fingerprint*. The fingerprint
+names contents, not objects, so it is the same in every process for the same settings: it can
+travel with an exported session and key a store shared between processes.
+
+Through the Python API a trust store only grows (certificates and CRLs are added, never
+removed), so its object counts tell when its contents changed; the client certificate and the
+security level are only visible through libssl (:mod:`aiotlspool._native`). Without libssl the
+fingerprint is marked incomplete: it then misses the client certificate, the security level and
+the contents of non-CA certificates and CRLs (their counts still count).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import ssl
+import threading
+import weakref
+from dataclasses import dataclass
+
+from ._native import Libssl, NativeUnavailable
+
+__all__ = ["Verification", "verification_of"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Verification:
+    """The verification settings of one context at one moment."""
+
+    # Cheap to read again; equal probes mean equal settings.
+    probe: tuple[object, ...]
+    # SHA-256 (hex) of the settings: verify mode and flags, host-name checks, protocol range,
+    # options, security level, every object in the trust store, the client certificate.
+    fingerprint: str
+    # False when libssl could not be used to read the whole context (see the module docstring).
+    complete: bool
+
+
+# The last settings seen per context: a probe equal to it needs no new fingerprint.
+_last: weakref.WeakKeyDictionary[ssl.SSLContext, Verification] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+_libssl: Libssl | None = None
+_libssl_looked_up = False
+
+
+def verification_of(context: ssl.SSLContext) -> Verification:
+    """The current verification settings of ``context`` (the same object while unchanged)."""
+    libssl = _binding()
+    probe = _probe(context, libssl)
+    with _lock:
+        last = _last.get(context)
+    if last is not None and last.probe == probe:
+        return last
+    current = Verification(probe, _fingerprint(context, libssl), libssl is not None)
+    with _lock:
+        _last[context] = current
+    return current
+
+
+def _binding() -> Libssl | None:
+    """libssl when the native binding works here (whatever session engine a pool uses)."""
+    global _libssl, _libssl_looked_up
+    if not _libssl_looked_up:
+        try:
+            _libssl = Libssl.load()
+        except NativeUnavailable:
+            _libssl = None
+        _libssl_looked_up = True
+    return _libssl
+
+
+def _probe(context: ssl.SSLContext, libssl: Libssl | None) -> tuple[object, ...]:
+    store = context.cert_store_stats()
+    probe: tuple[object, ...] = (
+        int(context.verify_mode),
+        context.check_hostname,
+        context.hostname_checks_common_name,
+        int(context.verify_flags),
+        int(context.options),
+        int(context.minimum_version),
+        int(context.maximum_version),
+        store["x509"],
+        store["x509_ca"],
+        store["crl"],
+    )
+    if libssl is not None:
+        probe += (libssl.security_level(context), _digest(libssl.client_certificate(context)))
+    return probe
+
+
+def _fingerprint(context: ssl.SSLContext, libssl: Libssl | None) -> str:
+    settings: dict[str, object] = {
+        "verify_mode": int(context.verify_mode),
+        "check_hostname": context.check_hostname,
+        "hostname_checks_common_name": context.hostname_checks_common_name,
+        "verify_flags": int(context.verify_flags),
+        "options": int(context.options),
+        "minimum_version": int(context.minimum_version),
+        "maximum_version": int(context.maximum_version),
+    }
+    if libssl is not None:
+        settings["trust_store"] = sorted(
+            f"{kind}:{_digest(der)}" for kind, der in libssl.trust_store(context)
+        )
+        settings["security_level"] = libssl.security_level(context)
+        settings["client_certificate"] = _digest(libssl.client_certificate(context))
+    else:
+        settings["ca_certificates"] = sorted(
+            hashlib.sha256(der).hexdigest() for der in context.get_ca_certs(binary_form=True)
+        )
+        settings["trust_store_counts"] = context.cert_store_stats()
+        settings["incomplete"] = True
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _digest(der: bytes | None) -> str | None:
+    return hashlib.sha256(der).hexdigest() if der is not None else None
+
+
+def _reinit_after_fork() -> None:
+    # A lock held by another thread at fork time would stay locked forever in the child.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
