@@ -7,7 +7,6 @@
 ...         conn.session_reused   # True when the handshake resumed a cached session
 """
 
-from .cache import MemorySessionCache, SessionCache
 from .connection import Connection
 from .endpoint import Endpoint
 from .exceptions import (
@@ -21,8 +20,10 @@ from .exceptions import (
     TLSHandshakeError,
 )
 from .pool import Pool
-from .session import CachedSession
-from .session_key import SessionKey, session_key
+from .sessions.cached import CachedSession
+from .sessions.key import SessionKey, session_key
+from .sessions.memory import MemorySessionCache
+from .sessions.store import SessionCache
 from .stats import PoolStats
 
 __version__ = "0.1.0"

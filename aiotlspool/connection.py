@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ._timeout import deadline
 from .endpoint import Endpoint
-from .session_key import SessionKey
+from .sessions.key import SessionKey
 
 if TYPE_CHECKING:
     from .pool import Pool, _Slot

@@ -23,10 +23,9 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from ._timeout import deadline
-from .cache import MemorySessionCache, SessionCache
 from .connection import Connection, StreamProtocol
 from .endpoint import Endpoint
-from .engine import OfferingContext, SessionEngine
+from .engines.base import OfferingContext, SessionEngine
 from .exceptions import (
     CertificateError,
     ConnectError,
@@ -34,10 +33,12 @@ from .exceptions import (
     ResumptionRejected,
     TLSHandshakeError,
 )
-from .session import TLS13, CachedSession
-from .session_key import SessionKey, context_number, session_key
+from .sessions.cached import TLS13, CachedSession
+from .sessions.key import SessionKey, context_number, session_key
+from .sessions.memory import MemorySessionCache
+from .sessions.store import SessionCache
+from .sessions.verification import Verification, verification_of
 from .stats import Counters
-from .verification import Verification, verification_of
 
 if TYPE_CHECKING:
     from .pool import Pool

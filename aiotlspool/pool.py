@@ -22,14 +22,16 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import transfer
 from ._timeout import deadline
-from .cache import MemorySessionCache, SessionCache
 from .connection import Connection
 from .connector import Connector
 from .endpoint import Endpoint
+from .engines.native import NativeSessionEngine
+from .engines.select import select_engine
 from .exceptions import ConnectError, PoolClosed, PoolTimeout
-from .native_engine import NativeSessionEngine, select_engine
+from .sessions import transfer
+from .sessions.memory import MemorySessionCache
+from .sessions.store import SessionCache
 from .stats import Counters, PoolStats
 
 logger = logging.getLogger("aiotlspool")

@@ -68,10 +68,10 @@ def rss_over_reconnects(
 def _engine(name: str) -> Any:
     """The pool's own session engine object, so that what is measured is what the pool stores."""
     if name == "stdlib":
-        from aiotlspool.engine import StdlibSessionEngine
+        from aiotlspool.engines.stdlib import StdlibSessionEngine
 
         return StdlibSessionEngine()
-    from aiotlspool.native_engine import select_engine  # absent before the native engine
+    from aiotlspool.engines.select import select_engine  # absent before the native engine
 
     return select_engine(name)
 

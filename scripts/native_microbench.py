@@ -1,4 +1,4 @@
-"""Per-call cost and memory of aiotlspool._native against the stdlib session API.
+"""Per-call cost and memory of aiotlspool.engines.libssl against the stdlib session API.
 
 Usage:
     python scripts/native_microbench.py            # timings, then the RSS comparison
@@ -24,7 +24,7 @@ from pathlib import Path
 import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from aiotlspool._native import Libssl
+from aiotlspool.engines.libssl import Libssl
 
 CA = trustme.CA()
 CERT = CA.issue_cert("localhost")

@@ -25,9 +25,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trustme
 
-from aiotlspool import MemorySessionCache, Pool, PoolClosed, PoolTimeout
-from aiotlspool.session import CachedSession
-from aiotlspool.session_key import SessionKey
+from aiotlspool import CachedSession, MemorySessionCache, Pool, PoolClosed, PoolTimeout, SessionKey
 
 from .faultproxy import FaultProxy, SaturatedListener
 from .helpers import HOST, NAME, connect_once, roundtrip

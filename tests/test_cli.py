@@ -23,7 +23,7 @@ import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aiotlspool.cli import (
+from aiotlspool.cli.main import (
     EXIT_CONNECT,
     EXIT_OK,
     EXIT_TIMEOUT,
@@ -31,7 +31,7 @@ from aiotlspool.cli import (
     EXIT_USAGE,
     main,
 )
-from aiotlspool.probe import _SPECS, ProbeInputError, _verdict, parse_target, probe
+from aiotlspool.cli.probe import _SPECS, ProbeInputError, _verdict, parse_target, probe
 
 from ._cli_servers import (
     HOST,
@@ -701,6 +701,6 @@ def test_core_imports_without_rich() -> None:
     """rich is for the CLI only: the package and the probe logic import without it."""
     code = (
         "import sys; sys.modules['rich'] = None; sys.modules['trustme'] = None\n"
-        "import aiotlspool, aiotlspool.probe, aiotlspool.cli\n"
+        "import aiotlspool, aiotlspool.cli.probe, aiotlspool.cli.main\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from aiotlspool import Pool
-from aiotlspool._native import Libssl
+from aiotlspool.engines.libssl import Libssl
 
 from .helpers import connect_once
 
@@ -35,7 +35,7 @@ def _run_with_broken_self_check(code: str) -> subprocess.CompletedProcess[str]:
     script = textwrap.dedent(
         """
         import logging, sys, tempfile
-        import aiotlspool._native as native
+        import aiotlspool.engines.libssl as native
         empty = tempfile.NamedTemporaryFile(delete=False)
         native._MAPS_PATH = empty.name
         logging.basicConfig(

@@ -22,9 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from aiotlspool import MemorySessionCache, Pool
-from aiotlspool.session import CachedSession
-from aiotlspool.session_key import SessionKey
+from aiotlspool import CachedSession, MemorySessionCache, Pool, SessionKey
 
 from . import realservers as rs
 

@@ -27,8 +27,8 @@ import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aiotlspool import _native
-from aiotlspool._native import MAX_DER_SIZE, Libssl, NativeSession, NativeUnavailable
+from aiotlspool.engines import libssl as _native
+from aiotlspool.engines.libssl import MAX_DER_SIZE, Libssl, NativeSession, NativeUnavailable
 
 try:
     LIB = Libssl.load()
@@ -509,13 +509,13 @@ def test_failed_parse_leaves_no_openssl_error_behind(der: bytes) -> None:
 # --- lifetime at interpreter exit -----------------------------------------------------
 
 # The package under test, for subprocesses (so a copy elsewhere tests its own code).
-PACKAGE_ROOT = str(Path(_native.__file__).resolve().parents[1])
+PACKAGE_ROOT = str(Path(_native.__file__).resolve().parents[2])
 
 # Sessions from real in-process handshakes; then `at_exit` (defined by each script).
 _EXIT_SCRIPT_SETUP = """
 import ssl
 import trustme
-from aiotlspool._native import Libssl
+from aiotlspool.engines.libssl import Libssl
 
 ca = trustme.CA()
 server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from . import __version__
+from .. import __version__
 
 if TYPE_CHECKING:
     from .probe import ProbeReport
@@ -216,8 +216,8 @@ def _positive_int(text: str) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from . import _demo as demo
-    from .pool import Pool
+    from ..pool import Pool
+    from . import demo
 
     missing = demo.demo_dependencies_missing()
     if missing is not None:
@@ -257,7 +257,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _probe(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .exceptions import CertificateError, ConnectError, ConnectTimeout, TLSHandshakeError
+    from ..exceptions import CertificateError, ConnectError, ConnectTimeout, TLSHandshakeError
     from .probe import MECHANISMS, ProbeInputError, probe
 
     try:

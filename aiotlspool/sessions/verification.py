@@ -10,9 +10,9 @@ travel with an exported session and key a store shared between processes.
 
 Through the Python API a trust store only grows (certificates and CRLs are added, never
 removed), so its object counts tell when its contents changed; the client certificate and the
-security level are only visible through libssl (:mod:`aiotlspool._native`). Without libssl the
-fingerprint is marked incomplete: it then misses the client certificate, the security level and
-the contents of non-CA certificates and CRLs (their counts still count).
+security level are only visible through libssl (:mod:`aiotlspool.engines.libssl`). Without
+libssl the fingerprint is marked incomplete: it then misses the client certificate, the
+security level and the contents of non-CA certificates and CRLs (their counts still count).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-from ._native import Libssl, NativeUnavailable
+from ..engines.libssl import Libssl, NativeUnavailable
 
 __all__ = ["Verification", "verification_of"]
 

@@ -1,6 +1,6 @@
 """``aiotlspool demo``: a local TLS echo server and a reconnect workload through the pool.
 
-The server runs in a child process (``python -m aiotlspool._demo``) so that its handshake work
+The server runs in a child process (``python -m aiotlspool.cli.demo``) so that its handshake work
 does not share the client's CPU time slice in one interpreter. It listens on 127.0.0.1 only
 and stops by itself: when its stdin reaches EOF (the parent closed the pipe or died) or after a
 deadline.
@@ -28,8 +28,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal, TypeVar
 
-from .exceptions import PoolError
-from .pool import Pool
+from ..exceptions import PoolError
+from ..pool import Pool
 
 HOST = "127.0.0.1"
 REQUEST = b"ping\n"
@@ -86,7 +86,7 @@ async def _serve(context: ssl.SSLContext, deadline: float) -> None:
 
 def serve_main(argv: list[str] | None = None) -> None:
     """Entry point of the server process: print the port, echo until told to stop."""
-    parser = argparse.ArgumentParser(prog="python -m aiotlspool._demo")
+    parser = argparse.ArgumentParser(prog="python -m aiotlspool.cli.demo")
     parser.add_argument("--cert", required=True, help="PEM file: private key and chain")
     parser.add_argument("--deadline", type=float, default=SERVER_DEADLINE)
     args = parser.parse_args(argv)
@@ -130,7 +130,7 @@ def demo_server(
         ca.cert_pem.write_to_path(ca_file)
         cert.private_key_and_cert_chain_pem.write_to_path(cert_file)
         with open(os.path.join(tmp, "server.log"), "w+b") as log:
-            command = [sys.executable, "-m", "aiotlspool._demo", "--cert", cert_file]
+            command = [sys.executable, "-m", "aiotlspool.cli.demo", "--cert", cert_file]
             process = subprocess.Popen(
                 [*command, "--deadline", str(deadline)],
                 stdin=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""Session stores: the :class:`SessionCache` interface and the default in-memory cache.
+"""The default session store: a bounded in-process LRU cache.
 
 Modelled on rustls' client session cache: a bounded LRU map from key to the few sessions of one
 server; TLS 1.3 tickets are handed out once each, a TLS 1.2 session may be used again; each
@@ -11,65 +11,16 @@ import os
 import threading
 import time
 import weakref
-from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .session import TLS13, CachedSession
-from .session_key import SessionKey
+from .cached import TLS13, CachedSession
+from .key import SessionKey
+from .store import SessionCache
 
 # RFC 8446 4.6.1: servers MUST NOT give a ticket a lifetime above 7 days; trust no more than that.
 MAX_SESSION_LIFETIME = 7 * 24 * 3600.0
-
-
-class SessionCache(ABC):
-    """Where the pool keeps sessions between connections. Subclass it to share or persist them.
-
-    Methods are async so that an implementation may talk to another process; the pool calls them
-    from its event loop. ``get`` *takes* a session: return a single-use session (TLS 1.3) to one
-    caller only.
-    """
-
-    @abstractmethod
-    async def get(self, key: SessionKey) -> CachedSession | None:
-        """Take a session for ``key``, or None. Never return a session stored under another key."""
-
-    @abstractmethod
-    async def put(self, key: SessionKey, session: CachedSession) -> None:
-        """Store a session captured from a successful handshake to ``key``."""
-
-    @abstractmethod
-    async def invalidate(self, key: SessionKey, session: CachedSession | None = None) -> None:
-        """Forget ``session`` (or every session of ``key`` when None): the server refused it."""
-
-    @abstractmethod
-    async def clear(self) -> None:
-        """Forget every session."""
-
-    async def invalidate_where(self, stale: Callable[[SessionKey], bool]) -> int:
-        """Forget the sessions of every key for which ``stale(key)`` is true; return how many.
-
-        The pool calls it when its context's verification settings change, so that sessions
-        of the old settings do not linger. Such sessions are never offered again either way
-        (their keys no longer match), so a store that cannot enumerate its keys may keep the
-        default, which drops nothing and returns 0.
-        """
-        return 0
-
-    @abstractmethod
-    def size(self) -> int:
-        """How many sessions are stored now."""
-
-    @property
-    def expired(self) -> int:
-        """Sessions dropped because their lifetime ran out (0 if the cache does not count)."""
-        return 0
-
-    @property
-    def evicted(self) -> int:
-        """Sessions dropped to respect a size bound (0 if the cache does not count)."""
-        return 0
 
 
 @dataclass(slots=True)

@@ -3,29 +3,25 @@
 The standard library copies a session through DER on every ``SSLObject.session`` read and every
 ``wrap_bio(session=...)`` (hundreds of microseconds each, and each read leaks ~6.7 KB on Python
 3.10-3.13.0). This engine keeps its own ``SSL_SESSION`` copies through the ctypes binding in
-:mod:`aiotlspool._native`, which validates CPython's private struct layout before any OpenSSL
+:mod:`aiotlspool.engines.libssl`, which validates CPython's private struct layout before any OpenSSL
 call and refuses (``NativeUnavailable``) rather than guess.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import ssl
-from typing import Literal, cast
+from typing import cast
 
-from ._native import Libssl, NativeSession, NativeUnavailable
-from .engine import OfferingContext, SessionEngine, StdlibSessionEngine
-from .session import CachedSession
+from ..sessions.cached import CachedSession
+from .base import OfferingContext, SessionEngine
+from .libssl import Libssl, NativeSession, NativeUnavailable
 
 logger = logging.getLogger("aiotlspool")
 
-EngineName = Literal["auto", "native", "stdlib"]
-ENGINE_ENV = "AIOTLSPOOL_SESSION_ENGINE"
-
 
 class NativeSessionEngine(SessionEngine):
-    """Captures and applies sessions with libssl directly (see :mod:`aiotlspool._native`)."""
+    """Captures and applies sessions with libssl directly (see :mod:`aiotlspool.engines.libssl`)."""
 
     name = "native"
 
@@ -87,37 +83,3 @@ class NativeSessionEngine(SessionEngine):
             return self.libssl.has_ticket(ssl_object)
         # OpenSSL swaps in a new session object for each ticket it receives.
         return self.libssl.session_identity(ssl_object) != marker
-
-
-_fallback_logged = False
-
-
-def select_engine(name: str) -> SessionEngine:
-    """The engine for ``Pool(session_engine=name)``.
-
-    ``"auto"`` takes the native engine when its self-check passes and otherwise the standard
-    library engine, saying why once at INFO level; the environment variable
-    ``AIOTLSPOOL_SESSION_ENGINE=native|stdlib`` overrides it (to rule the native engine out
-    while debugging, or to test both). ``"native"`` raises RuntimeError where it is unavailable.
-    """
-    global _fallback_logged
-    if name not in ("auto", "native", "stdlib"):
-        raise ValueError(f"session_engine must be 'auto', 'native' or 'stdlib', got {name!r}")
-    if name == "auto":
-        name = os.environ.get(ENGINE_ENV, "").strip() or "auto"
-        if name not in ("auto", "native", "stdlib"):
-            raise ValueError(
-                f"the environment variable {ENGINE_ENV} must be 'auto', 'native' or 'stdlib', "
-                f"got {name!r}"
-            )
-    if name == "stdlib":
-        return StdlibSessionEngine()
-    try:
-        return NativeSessionEngine(Libssl.load())
-    except NativeUnavailable as exc:
-        if name == "native":
-            raise RuntimeError(f"the native session engine is unavailable: {exc}") from None
-        if not _fallback_logged:
-            _fallback_logged = True
-            logger.info("native session engine unavailable (%s); using the stdlib engine", exc)
-        return StdlibSessionEngine()

@@ -24,9 +24,9 @@ import json
 import time
 from typing import Any
 
-from ._native import Libssl, NativeSession
-from .session import CachedSession
-from .session_key import SessionKey
+from ..engines.libssl import Libssl, NativeSession
+from .cached import CachedSession
+from .key import SessionKey
 
 FORMAT = "aiotlspool-session"
 VERSION = 2

@@ -24,15 +24,15 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import __version__
-from ._timeout import deadline
-from .cache import MemorySessionCache
-from .connection import Connection
-from .endpoint import Endpoint
-from .exceptions import CertificateError, ConnectError, TLSHandshakeError
-from .pool import Pool
-from .session import CachedSession
-from .session_key import SessionKey
+from .. import __version__
+from .._timeout import deadline
+from ..connection import Connection
+from ..endpoint import Endpoint
+from ..exceptions import CertificateError, ConnectError, TLSHandshakeError
+from ..pool import Pool
+from ..sessions.cached import CachedSession
+from ..sessions.key import SessionKey
+from ..sessions.memory import MemorySessionCache
 
 SCHEMA_VERSION = 1
 DEFAULT_PORT = 443

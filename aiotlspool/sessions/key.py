@@ -19,7 +19,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-from .endpoint import Endpoint
+from ..endpoint import Endpoint
 from .verification import Verification, verification_of
 
 # id(context) is reused after garbage collection, so each context gets a number that is never

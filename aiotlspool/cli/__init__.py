@@ -1,0 +1,5 @@
+"""The command line: ``aiotlspool demo`` and ``aiotlspool probe`` (see docs/cli.md)."""
+
+from .main import main
+
+__all__ = ["main"]
