@@ -1,4 +1,5 @@
-"""A pooled TLS connection: the streams the user works with, and what the pool knows of them."""
+"""A pooled TLS connection as the user holds it: its streams, the facts of its handshake, and
+closing it. What the pool and the connector keep about a connection lives with them."""
 
 from __future__ import annotations
 
@@ -7,14 +8,10 @@ import contextlib
 import logging
 import select
 import ssl
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 from ._timeout import deadline
 from .endpoint import Endpoint
-from .sessions.key import SessionKey
-
-if TYPE_CHECKING:
-    from .pool import Pool, _Slot
 
 logger = logging.getLogger("aiotlspool")
 
@@ -24,17 +21,13 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
 
     def __init__(self, reader: asyncio.StreamReader) -> None:
         super().__init__(reader)
-        self.received_data = False  # application data arrived (so did any TLS 1.3 ticket)
-        self.data_while_idle = False  # data arrived while pooled: the stream is out of step
-        self.idle = False
+        self.bytes_received = 0  # application data so far (a TLS 1.3 ticket comes before it)
         self.eof = False
         self.lost = False
         self._lost_waiters: list[asyncio.Future[None]] = []
 
     def data_received(self, data: bytes) -> None:
-        self.received_data = True
-        if self.idle:
-            self.data_while_idle = True
+        self.bytes_received += len(data)
         super().data_received(data)
 
     def eof_received(self) -> bool:
@@ -71,14 +64,17 @@ class Connection:
     Use :attr:`reader` and :attr:`writer` as with ``asyncio.open_connection``. Give it back with
     ``pool.release(conn)`` (or leave the ``async with pool.connection(...)`` block), or close it
     with :meth:`aclose` when it must not be reused.
+
+    Facts about the connection: :attr:`endpoint`, :attr:`session_reused`, :attr:`tls_version`,
+    :attr:`handshake_seconds` and :attr:`connect_seconds` (``time.perf_counter`` durations),
+    :attr:`created_at` (event loop time), :attr:`checkouts` (times handed out by the pool),
+    :attr:`ssl_object`.
     """
 
     def __init__(
         self,
         *,
-        pool: Pool,
         endpoint: Endpoint,
-        key: SessionKey,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         protocol: StreamProtocol,
@@ -86,9 +82,8 @@ class Connection:
         session_reused: bool,
         handshake_seconds: float,
         connect_seconds: float,
-        capture_pending: bool,
         created_at: float,
-        resumed_session_id: bytes = b"",
+        close_hook: Callable[[Connection], Awaitable[None]],
     ) -> None:
         self.endpoint = endpoint
         self.reader = reader
@@ -98,25 +93,16 @@ class Connection:
         self.tls_version = ssl_object.version() or ""
         self.handshake_seconds = handshake_seconds
         self.connect_seconds = connect_seconds
-        self.created_at = created_at  # event loop time
+        self.created_at = created_at
         self.checkouts = 0
-        self._pool = pool
-        self._key = key
         self._protocol = protocol
-        self._capture_pending = capture_pending
-        self._resumed_session_id = resumed_session_id
-        self._ticket_marker: object = None  # see SessionEngine.handshake_marker
+        self._close_hook = close_hook  # how aclose() reaches the pool that owns the connection
         self._closed = False
         self._probe = _ReadableProbe(writer)
-        # Set by the pool: the slot this connection occupies, whether the slot was freed, and
-        # whether closing has begun (so that a connection is closed exactly once).
-        self._slot: _Slot | None = None
-        self._slot_removed = False
-        self._close_started = False
 
     def __repr__(self) -> str:
         how = "resumed" if self.session_reused else "full handshake"
-        state = "closed" if self._closed else "open"
+        state = "closed" if self.closed else "open"
         return f"<Connection {self.endpoint} {self.tls_version} {how} {state}>"
 
     @property
@@ -124,13 +110,18 @@ class Connection:
         """True once the connection was closed (by :meth:`aclose`, the pool, or the peer)."""
         return self._closed or self._protocol.eof or self.writer.transport.is_closing()
 
+    @property
+    def bytes_received(self) -> int:
+        """Bytes of application data received so far (read or not)."""
+        return self._protocol.bytes_received
+
     async def aclose(self) -> None:
         """Close the connection (with TLS close_notify) instead of returning it to the pool."""
-        await self._pool._close_checked_out(self)
+        await self._close_hook(self)
 
     def is_reusable(self, *, ask_socket: bool = True) -> bool:
         """Whether the connection can be pooled or handed out again: open, nothing unread."""
-        if self.closed or self._protocol.data_while_idle:
+        if self.closed:
             return False
         # The event loop may not have noticed yet that the peer closed: ask the socket.
         return not (ask_socket and self._probe.readable())
@@ -159,6 +150,11 @@ class Connection:
         except BaseException:
             transport.abort()
             raise
+
+    def abort(self) -> None:
+        """Drop the socket at once, without close_notify."""
+        self._closed = True
+        self.writer.transport.abort()
 
 
 class _ReadableProbe:

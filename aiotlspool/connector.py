@@ -1,14 +1,22 @@
-"""Opens TLS connections: offers a cached session, checks whether it resumed, captures the next.
+"""Opens TLS connections: offers a cached session, judges the handshake, stores what comes back.
 
-This is the only module that calls the event loop's ``create_connection``. A connection's life
-as seen from here:
+This is the only module that calls the event loop's ``create_connection``. One connection's
+life as seen from here:
 
-1. take a session for the endpoint's :func:`~aiotlspool.session_key.session_key` from the cache;
-2. open TCP + TLS with an :class:`~aiotlspool.engine.OfferingContext` that attaches it;
-3. count the outcome (full, resumed, rejected) and drop a rejected session;
-4. capture the connection's own session once it is complete: right away for TLS 1.2; for
-   TLS 1.3 only after the ticket has arrived (which follows the handshake) - at release once
-   data has been received, or else after the close_notify exchange at close.
+1. the key for the endpoint under the context's settings as they are now
+   (:class:`~aiotlspool.sessions.keyring.KeyRing`); sessions of changed settings are dropped;
+2. a session taken from the store for that key;
+3. TCP + TLS through an :class:`~aiotlspool.offering.OfferingContext`, whose ``wrap_bio``
+   has the session engine offer the session and watch the connection for new ones;
+4. the outcome counted (full, resumed, rejected), a refused session dropped;
+5. every new session stored as it arrives: a watched connection (native engine) delivers the
+   TLS 1.2 session at the end of the handshake and each TLS 1.3 ticket when it comes, to
+   :meth:`Connector._store_captured`. Otherwise (stdlib engine) the connection's latest session
+   is captured once: TLS 1.2 right after the handshake; TLS 1.3 at release once data has
+   arrived (tickets come first), or else after the close_notify exchange at close.
+
+The connector keeps a :class:`ConnectionRecord` per open connection; the pool holds it on the
+connection's slot and hands it back to :meth:`released` and :meth:`close`.
 """
 
 from __future__ import annotations
@@ -16,41 +24,48 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, cast
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, cast
 
 from ._timeout import deadline
+from .config import PoolConfig
 from .connection import Connection, StreamProtocol
 from .endpoint import Endpoint
-from .engines.base import OfferingContext, SessionEngine
-from .exceptions import (
-    CertificateError,
-    ConnectError,
-    ConnectTimeout,
-    ResumptionRejected,
-    TLSHandshakeError,
-)
+from .engines.base import SessionEngine
+from .exceptions import ConnectError, ConnectTimeout, ResumptionRejected, is_transient, translate
+from .offering import OfferingContext
 from .sessions.cached import TLS13, CachedSession
-from .sessions.key import SessionKey, context_number, session_key
+from .sessions.key import SessionKey
+from .sessions.keyring import KeyRing, StaleRule
 from .sessions.memory import MemorySessionCache
 from .sessions.store import SessionCache
-from .sessions.verification import Verification, verification_of
+from .sessions.verification import Verification
 from .stats import Counters
-
-if TYPE_CHECKING:
-    from .pool import Pool
 
 logger = logging.getLogger("aiotlspool")
 
-# Failures worth another attempt: the server may be restarting or briefly overloaded.
-_TRANSIENT_ERRORS = (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError)
+CloseHook = Callable[[Connection], Awaitable[None]]
+
+
+@dataclass(eq=False, slots=True)
+class ConnectionRecord:
+    """What the connector keeps about one open connection."""
+
+    connection: Connection
+    key: SessionKey
+    # A session still to be captured the explicit way (the engine does not watch it).
+    capture_pending: bool
+    # The ticket a TLS 1.3 connection resumed with: seen again, it is not a new one.
+    resumed_session_id: bytes
+    closing: bool = False
 
 
 class Connector:
-    """Opens connections for one pool and keeps its session cache up to date."""
+    """Opens connections for one pool and keeps its session store up to date."""
 
     def __init__(
         self,
@@ -59,83 +74,43 @@ class Connector:
         engine: SessionEngine,
         cache: SessionCache | None,
         counters: Counters,
-        share_sessions_across_ports: bool,
-        connect_timeout: float | None,
-        connect_retries: int,
-        retry_backoff: float,
-        require_resumption: bool,
-        close_timeout: float,
+        config: PoolConfig,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
-        self.ssl_context = ssl_context
         self.engine = engine
         self.cache = cache
         self.counters = counters
-        self.share_sessions_across_ports = share_sessions_across_ports
-        self.connect_timeout = connect_timeout
-        self.connect_retries = connect_retries
-        self.retry_backoff = retry_backoff
-        self.require_resumption = require_resumption
-        self.close_timeout = close_timeout
+        self.config = config
         self.spawn = spawn  # runs a coroutine in a task the pool tracks (and awaits at close)
-        # session_key() is the one place keys are made; this only remembers its answers for the
-        # context's current verification settings.
-        self._keys: dict[Endpoint, SessionKey] = {}
-        self._verification: Verification | None = None
-        self._context_number = context_number(ssl_context)
+        self.keys = KeyRing(ssl_context, share_across_ports=config.share_sessions_across_ports)
+        # Exactly the default store (a subclass may await in put): stored without a task.
+        self._memory_cache = cache if type(cache) is MemorySessionCache else None
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        return self.keys.context
 
     async def current_key(self, endpoint: Endpoint) -> tuple[SessionKey, Verification]:
-        """The key for ``endpoint`` under the context's settings as they are now.
-
-        When the settings changed since the last call (the user mutated the context), the
-        sessions cached under the old ones are dropped and counted: they were obtained under
-        other verification and must never be offered under these.
-        """
-        verification = verification_of(self.ssl_context)
-        if verification is not self._verification:
-            previous, self._verification = self._verification, verification
-            self._keys.clear()
-            if previous is not None and previous.fingerprint != verification.fingerprint:
-                number, fingerprint = self._context_number, verification.fingerprint
-                await self._drop_stale(
-                    lambda key: key.context == number and key.verification != fingerprint
-                )
-        key = self._keys.get(endpoint)
-        if key is None:
-            if len(self._keys) >= 1024:
-                self._keys.clear()  # many distinct endpoints: start over rather than grow
-            key = self._keys[endpoint] = session_key(
-                self.ssl_context,
-                endpoint,
-                share_across_ports=self.share_sessions_across_ports,
-                verification=verification,
-            )
+        """The key for ``endpoint`` under the context's settings as they are now; when they
+        changed, the sessions of the old settings are dropped (``stale_sessions_dropped``)."""
+        key, verification, stale = self.keys.key_for(endpoint)
+        if stale is not None:
+            await self._drop_stale(stale)
         return key, verification
 
     async def replace_context(self, ssl_context: ssl.SSLContext) -> None:
         """Use ``ssl_context`` for new connections; drop the sessions of the old one."""
-        old_number = self._context_number
-        self.ssl_context = ssl_context
-        self._context_number = context_number(ssl_context)
-        self._verification = None
-        self._keys.clear()
-        if old_number != self._context_number:
-            await self._drop_stale(lambda key: key.context == old_number)
+        stale = self.keys.replace(ssl_context)
+        if stale is not None:
+            await self._drop_stale(stale)
 
-    async def _drop_stale(self, stale: Callable[[SessionKey], bool]) -> None:
+    async def _drop_stale(self, stale: StaleRule) -> None:
         if self.cache is not None:
             self.counters.stale_sessions_dropped += await self.cache.invalidate_where(stale)
 
-    def _is_current(self, key: SessionKey) -> bool:
-        """Whether ``key`` was made under the settings the context has now (as last read)."""
-        current = self._verification
-        return (
-            current is not None
-            and key.context == self._context_number
-            and key.verification == current.fingerprint
-        )
+    # -- connecting -----------------------------------------------------------------------
 
-    async def connect(self, pool: Pool, endpoint: Endpoint) -> Connection:
+    async def connect(self, endpoint: Endpoint, close_hook: CloseHook) -> ConnectionRecord:
         """Open a verified TLS connection to ``endpoint``, resuming a cached session if any.
 
         Retries transient failures with jittered exponential backoff; ``connect_timeout`` bounds
@@ -145,20 +120,22 @@ class Connector:
         key, verification = await self.current_key(endpoint)
         attempt = 0
         try:
-            async with deadline(self.connect_timeout):
+            async with deadline(self.config.connect_timeout):
                 while True:
                     offer = await self.take_session(key)
-                    offering = self.engine.offering_context(context, offer, verification)
+                    arrivals = None if self.cache is None else _Arrivals(self, key)
+                    offering = OfferingContext(context, self.engine, verification, offer, arrivals)
                     try:
-                        return await self._connect_once(pool, endpoint, key, offering)
+                        return await self._connect_once(endpoint, key, offering, close_hook)
                     except BaseException as exc:
                         self._forget_or_return(key, offering)
                         if isinstance(exc, ConnectError) or not isinstance(exc, OSError):
                             raise
-                        if attempt >= self.connect_retries or not _is_transient(exc):
+                        if attempt >= self.config.connect_retries or not is_transient(exc):
                             raise
                         attempt += 1
-                        delay = self.retry_backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1)
+                        delay = self.config.retry_backoff * 2 ** (attempt - 1)
+                        delay *= random.uniform(0.5, 1)
                         logger.debug(
                             "connect to %s failed (%r); retry in %.3fs", endpoint, exc, delay
                         )
@@ -169,23 +146,21 @@ class Connector:
         except TimeoutError as exc:
             self.counters.connect_errors += 1
             raise ConnectTimeout(
-                f"connecting to {endpoint} timed out after {self.connect_timeout}s "
+                f"connecting to {endpoint} timed out after {self.config.connect_timeout}s "
                 f"(TCP connect and TLS handshake; is the server up and speaking TLS?)",
                 endpoint,
             ) from exc
         except OSError as exc:
             self.counters.connect_errors += 1
-            raise _translate(exc, endpoint) from exc
+            raise translate(exc, endpoint) from exc
 
     def _forget_or_return(self, key: SessionKey, offering: OfferingContext) -> None:
         """After a failed attempt: a session the server saw is dropped (it may be what the
         server choked on); one never sent - TCP refused, cancelled before the handshake - goes
         back to the cache, since taking a TLS 1.3 ticket removed it."""
         session = offering.session
-        if session is None or self.cache is None:
-            return
-        if offering.handshake_done:
-            return  # the outcome was handled after the handshake
+        if session is None or self.cache is None or offering.handshake_done:
+            return  # (after the handshake, the outcome was handled there)
         if offering.settings_changed:
             return  # taken under settings the context no longer has: stale
         if offering.handshake_started:
@@ -195,8 +170,8 @@ class Connector:
             self.spawn(self.cache.put(key, session))
 
     async def _connect_once(
-        self, pool: Pool, endpoint: Endpoint, key: SessionKey, offering: OfferingContext
-    ) -> Connection:
+        self, endpoint: Endpoint, key: SessionKey, offering: OfferingContext, hook: CloseHook
+    ) -> ConnectionRecord:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         protocol = StreamProtocol(reader)
@@ -213,21 +188,21 @@ class Connector:
         offering.handshake_done = True
         # From here on we own an open socket: any failure or cancellation must close it.
         try:
-            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             ssl_object = offering.ssl_object
             assert ssl_object is not None
-            return await self._after_handshake(
-                pool,
-                endpoint,
-                key,
-                offering,
-                reader,
-                writer,
-                protocol,
-                ssl_object,
-                started,
-                finished,
+            conn = Connection(
+                endpoint=endpoint,
+                reader=reader,
+                writer=asyncio.StreamWriter(transport, protocol, reader, loop),
+                protocol=protocol,
+                ssl_object=ssl_object,
+                session_reused=ssl_object.session_reused,
+                handshake_seconds=finished - offering.handshake_started,
+                connect_seconds=finished - started,
+                created_at=loop.time(),
+                close_hook=hook,
             )
+            return await self._after_handshake(conn, key, offering)
         except BaseException:
             if not transport.is_closing():  # (a close() above has counted itself)
                 self.counters.connections_closed += 1
@@ -235,136 +210,61 @@ class Connector:
             raise
 
     async def _after_handshake(
-        self,
-        pool: Pool,
-        endpoint: Endpoint,
-        key: SessionKey,
-        offering: OfferingContext,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        protocol: StreamProtocol,
-        ssl_object: ssl.SSLObject,
-        started: float,
-        finished: float,
-    ) -> Connection:
-        reused = ssl_object.session_reused
-        tls_version = ssl_object.version() or ""
+        self, conn: Connection, key: SessionKey, offering: OfferingContext
+    ) -> ConnectionRecord:
+        reused = conn.session_reused
         offer = offering.session
-        rejected = offering.offered and not reused
         if offering.settings_changed:
             # The context changed between taking the session and the handshake: the session
             # was not offered, and this connection's own session belongs to neither key.
-            offer = None
-            if offering.session is not None and offering.session.single_use:
+            if offer is not None and offer.single_use:
                 self.counters.stale_sessions_dropped += 1  # taken out of the cache for nothing
+            offer = None
+        rejected = offering.offered and not reused
+        self.counters.connections_opened += 1
         if reused:
             self.counters.resumed_handshakes += 1
         else:
             self.counters.full_handshakes += 1
-        self.counters.connections_opened += 1
-        handshake_seconds = finished - offering.handshake_started
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s handshake to %s (%s) in %.1f ms%s",
                 "resumed" if reused else "full",
-                endpoint,
-                tls_version,
-                handshake_seconds * 1000,
+                conn.endpoint,
+                conn.tls_version,
+                conn.handshake_seconds * 1000,
                 "; the server refused the cached session" if rejected else "",
             )
-        conn = Connection(
-            pool=pool,
-            endpoint=endpoint,
-            key=key,
-            reader=reader,
-            writer=writer,
-            protocol=protocol,
-            ssl_object=ssl_object,
-            session_reused=reused,
-            handshake_seconds=handshake_seconds,
-            connect_seconds=finished - started,
-            # A resumed TLS 1.2 session stays valid in the cache; everything else is new.
+        record = ConnectionRecord(
+            conn,
+            key,
+            # Only what the engine does not watch; a resumed TLS 1.2 session stays cached.
             capture_pending=self.cache is not None
+            and not offering.watched
             and not offering.settings_changed
-            and not (reused and tls_version != TLS13),
-            created_at=asyncio.get_running_loop().time(),
-            # After a TLS 1.3 resumption the connection shows the ticket it resumed with until
-            # the server sends a new one: that one must not be stored again.
+            and not (reused and conn.tls_version != TLS13),
             resumed_session_id=offer.session_id if reused and offer is not None else b"",
         )
-        if conn._capture_pending:
-            conn._ticket_marker = self.engine.handshake_marker(ssl_object)
         if rejected and offer is not None:
             self.counters.rejected_sessions += 1
-            await self._drop(key, offer)
-        if tls_version != TLS13:
-            # A TLS 1.2 session is complete once the handshake is: capture it now, so that
-            # concurrent connects can already resume.
-            await self.capture(conn)
-        if rejected and self.require_resumption:
-            await self.close(conn)
+            if self.cache is not None:
+                await self.cache.invalidate(key, offer)
+        # Sessions that arrived during the handshake (TLS 1.2, delivered by a watching engine,
+        # or captured now) are stored before connect returns: concurrent connects can already
+        # resume with them. Later ones (TLS 1.3 tickets) are stored as they arrive.
+        if isinstance(offering.sink, _Arrivals):
+            for session in offering.sink.stop_holding():
+                await self._store_now(key, session)
+        if conn.tls_version != TLS13:
+            await self._capture(record)
+        if rejected and self.config.require_resumption:
+            await self.close(record)
             raise ResumptionRejected(
-                f"{endpoint} refused the cached TLS session (require_resumption=True); "
+                f"{conn.endpoint} refused the cached TLS session (require_resumption=True); "
                 "a new session was negotiated and cached",
-                endpoint,
+                conn.endpoint,
             )
-        return conn
-
-    async def capture(self, conn: Connection) -> None:
-        """Capture ``conn``'s session into the cache, once per connection."""
-        if not conn._capture_pending or self.cache is None:
-            return
-        conn._capture_pending = False
-        session = self.engine.capture(conn.ssl_object)
-        if session is None:
-            logger.debug("no resumable session from %s (%s)", conn.endpoint, conn.tls_version)
-            return
-        if conn._resumed_session_id and session.session_id == conn._resumed_session_id:
-            logger.debug("no new ticket from %s since it resumed", conn.endpoint)
-            return
-        if not self._is_current(conn._key):
-            # The context changed (or was replaced) while the connection was open.
-            self.counters.stale_sessions_dropped += 1
-            return
-        store = self._store(conn._key, session)
-        if type(self.cache) is MemorySessionCache:  # exactly: a subclass may await in put
-            await store  # completes without suspending: no cancellation can cut it short
-        else:
-            # A custom store may do I/O: a cancelled caller must not lose the session.
-            await asyncio.shield(store)
-
-    async def _store(self, key: SessionKey, session: CachedSession) -> None:
-        assert self.cache is not None
-        await self.cache.put(key, session)
-        self.counters.sessions_stored += 1
-
-    def ticket_likely_arrived(self, conn: Connection) -> bool:
-        """Whether capturing ``conn``'s TLS 1.3 session now would find the ticket."""
-        known = self.engine.ticket_arrived(conn.ssl_object, conn._ticket_marker)
-        if known is not None:
-            return known
-        # Servers send tickets right after the handshake, before any application data.
-        return conn._protocol.received_data
-
-    async def close(self, conn: Connection) -> None:
-        """Close with close_notify, then capture a TLS 1.3 session still waiting for its ticket
-        (the shutdown exchange processes whatever the server sent before its close_notify)."""
-        self.counters.connections_closed += 1
-        try:
-            await conn.close_streams(self.close_timeout)
-        except asyncio.CancelledError:
-            # Cancelled while waiting for the server's close_notify: finish in the background
-            # (a TLS 1.3 ticket may still be captured), and let the caller go at once.
-            self.spawn(self._finish_close(conn))
-            raise
-        await self.capture(conn)
-
-    async def _finish_close(self, conn: Connection) -> None:
-        try:
-            await conn.close_streams(self.close_timeout)  # picks up where it was cancelled
-            await self.capture(conn)
-        except Exception:  # a failing custom cache: nothing else to do in the background
-            logger.exception("error while closing %s", conn.endpoint)
+        return record
 
     async def take_session(self, key: SessionKey) -> CachedSession | None:
         if self.cache is None:
@@ -379,42 +279,118 @@ class Connector:
             self.counters.cache_hits += 1
         return session
 
-    async def _drop(self, key: SessionKey, session: CachedSession) -> None:
-        if self.cache is not None:
-            await self.cache.invalidate(key, session)
+    # -- storing sessions -----------------------------------------------------------------
+
+    def _store_arrived(self, key: SessionKey, session: CachedSession) -> None:
+        """A watched connection's new session, delivered as it arrives (inside the read)."""
+        if self._memory_cache is not None:
+            self._store_in_memory(key, session)
+        else:
+            self.spawn(self._store_remote(key, session))
+
+    async def _store_now(self, key: SessionKey, session: CachedSession) -> None:
+        if self._memory_cache is not None:
+            self._store_in_memory(key, session)  # no suspension: a cancellation cannot cut it
+        else:
+            # A custom store may do I/O: a cancelled caller must not lose the session.
+            await asyncio.shield(self._store_remote(key, session))
+
+    def _store_in_memory(self, key: SessionKey, session: CachedSession) -> None:
+        assert self._memory_cache is not None
+        if self._still_current(key):
+            self._memory_cache.put_nowait(key, session)
+            self.counters.sessions_stored += 1
+
+    async def _store_remote(self, key: SessionKey, session: CachedSession) -> None:
+        assert self.cache is not None
+        if self._still_current(key):
+            await self.cache.put(key, session)
+            self.counters.sessions_stored += 1
+
+    def _still_current(self, key: SessionKey) -> bool:
+        """Whether the context still has the settings ``key`` was made under (counted if not:
+        the session must not be stored where settings it was not obtained under find it)."""
+        if self.keys.is_current(key):
+            return True
+        self.counters.stale_sessions_dropped += 1
+        return False
+
+    async def released(self, record: ConnectionRecord) -> None:
+        """The connection goes back to the pool: capture a TLS 1.3 session now if its ticket
+        has arrived (servers send tickets before any application data)."""
+        if record.capture_pending and record.connection.bytes_received:
+            await self._capture(record)
+
+    async def _capture(self, record: ConnectionRecord) -> None:
+        """Capture the connection's latest session, once per connection."""
+        if not record.capture_pending or self.cache is None:
+            return
+        record.capture_pending = False
+        conn = record.connection
+        session = self.engine.capture(conn.ssl_object)
+        if session is None:
+            logger.debug("no resumable session from %s (%s)", conn.endpoint, conn.tls_version)
+        elif record.resumed_session_id and session.session_id == record.resumed_session_id:
+            logger.debug("no new ticket from %s since it resumed", conn.endpoint)
+        else:
+            await self._store_now(record.key, session)
+
+    # -- closing --------------------------------------------------------------------------
+
+    async def close(self, record: ConnectionRecord) -> None:
+        """Close once, with close_notify; then capture a TLS 1.3 session still waiting for its
+        ticket (the shutdown exchange processes whatever the server sent before its
+        close_notify). A watched connection's late tickets arrive during that exchange too."""
+        if record.closing:
+            return
+        record.closing = True
+        self.counters.connections_closed += 1
+        try:
+            await record.connection.close_streams(self.config.close_timeout)
+        except asyncio.CancelledError:
+            # Cancelled while waiting for the server's close_notify: finish in the background
+            # (a TLS 1.3 ticket may still be captured), and let the caller go at once.
+            self.spawn(self._finish_close(record))
+            raise
+        await self._capture(record)
+
+    async def _finish_close(self, record: ConnectionRecord) -> None:
+        try:
+            await record.connection.close_streams(self.config.close_timeout)  # picks up again
+            await self._capture(record)
+        except Exception:  # a failing custom cache: nothing else to do in the background
+            logger.exception("error while closing %s", record.connection.endpoint)
+
+    def abort(self, record: ConnectionRecord) -> None:
+        """Drop the connection at once (no close_notify, nothing captured)."""
+        if not record.closing:
+            record.closing = True
+            self.counters.connections_closed += 1
+            record.connection.abort()
 
 
-def _is_transient(exc: OSError) -> bool:
-    if isinstance(exc, _TRANSIENT_ERRORS):
-        return True
-    if isinstance(exc, socket.gaierror):
-        return exc.errno == socket.EAI_AGAIN
-    return False
+class _Arrivals:
+    """The sink for the sessions a watched connection delivers: held until the handshake has
+    been judged (so that connect stores them before it returns), then stored as they come.
 
+    It holds its connector weakly: the event loop's transport keeps the sink alive as long as
+    the socket is open, and that must not keep a pool nobody uses alive (nor hide that it was
+    never closed).
+    """
 
-def _translate(exc: OSError, endpoint: Endpoint) -> ConnectError:
-    """One clear exception per failure, naming the endpoint."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return CertificateError(
-            f"certificate of {endpoint} did not verify for "
-            f"{endpoint.server_hostname!r}: {exc.verify_message or exc.reason}",
-            endpoint,
-        )
-    if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
-        hint = " (is it a TLS server?)" if "WRONG_VERSION" in reason.upper() else ""
-        return TLSHandshakeError(f"TLS handshake with {endpoint} failed: {reason}{hint}", endpoint)
-    if isinstance(exc, socket.gaierror):
-        return ConnectError(f"cannot resolve host {endpoint.host!r}: {exc.strerror}", endpoint)
-    if isinstance(exc, ConnectionRefusedError):
-        return ConnectError(f"connection to {endpoint} refused", endpoint)
-    if isinstance(exc, (ConnectionResetError, ConnectionAbortedError)) or _is_eof(exc):
-        return TLSHandshakeError(
-            f"{endpoint} closed the connection during the TLS handshake (is it a TLS server?)",
-            endpoint,
-        )
-    return ConnectError(f"cannot connect to {endpoint}: {exc}", endpoint)
+    __slots__ = ("connector", "held", "key")
 
+    def __init__(self, connector: Connector, key: SessionKey) -> None:
+        self.connector = weakref.ref(connector)
+        self.key = key
+        self.held: list[CachedSession] | None = []
 
-def _is_eof(exc: Any) -> bool:
-    return isinstance(exc, ssl.SSLEOFError)
+    def __call__(self, session: CachedSession) -> None:
+        if self.held is not None:
+            self.held.append(session)
+        elif (connector := self.connector()) is not None:
+            connector._store_arrived(self.key, session)
+
+    def stop_holding(self) -> list[CachedSession]:
+        held, self.held = self.held or [], None
+        return held

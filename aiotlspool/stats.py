@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from .sessions.store import SessionCache
 
 
 @dataclass(slots=True)
 class Counters:
-    """Running totals since the pool was created. Each is incremented at the one place where
-    its event happens (the connector for handshakes, the pool for connection lifetimes)."""
+    """Running totals since the pool was created, all counted by the connector where their
+    event happens (a handshake, a store, a close: ``connections_closed`` counts closes with
+    close_notify, and aborts - by the pool at the end of its close timeout, or inside a connect
+    cut short after its handshake)."""
 
     full_handshakes: int = 0
     resumed_handshakes: int = 0
@@ -60,3 +64,27 @@ class PoolStats:
     idle: int
     connecting: int
     waiting: int
+
+    @classmethod
+    def of(
+        cls,
+        counters: Counters,
+        cache: SessionCache | None,
+        *,
+        in_use: int,
+        idle: int,
+        connecting: int,
+        waiting: int,
+    ) -> PoolStats:
+        """The snapshot from the running totals, the cache's own counts and the pool's state."""
+        totals = {f.name: getattr(counters, f.name) for f in fields(counters)}
+        return cls(
+            **totals,
+            cache_size=cache.size() if cache is not None else 0,
+            expired=cache.expired if cache is not None else 0,
+            evicted=cache.evicted if cache is not None else 0,
+            in_use=in_use,
+            idle=idle,
+            connecting=connecting,
+            waiting=waiting,
+        )

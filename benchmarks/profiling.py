@@ -40,7 +40,8 @@ def _category(key: Key) -> str:
         return "wrap_bio (+ session= DER copy)"
     if "_ssl." in function:
         return "other OpenSSL calls"
-    if "/aiotlspool/_native.py" in filename or "CFuncPtr" in function or "ctypes" in filename:
+    native = ("/aiotlspool/_native.py", "/engines/libssl", "/engines/session_callback")
+    if any(part in filename for part in native) or "CFuncPtr" in function or "ctypes" in filename:
         return "native engine (ctypes -> libssl)"
     if "/aiotlspool/" in filename:
         return "aiotlspool (Python)"

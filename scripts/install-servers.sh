@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the real TLS servers used by the interop tests (tests/realservers.py):
+# Install the real TLS servers used by the interop tests (tests/support/realservers.py):
 # nginx (nginx-light if the release has it), haproxy, stunnel4, openssl (s_server) and socat.
 #
 # Idempotent and non-interactive: packages already installed are skipped, `apt-get update`

@@ -4,6 +4,7 @@ Usage:
     python scripts/native_microbench.py            # timings, then the RSS comparison
     python scripts/native_microbench.py --rss-only
     python scripts/native_microbench.py --rss MODE N   # one RSS run (MODE: native|stdlib)
+    python scripts/native_microbench.py --watch-only   # Libssl.watch and its callback only
 
 Handshakes run in memory (MemoryBIO pairs), RSA-2048 via trustme; needs trustme.
 """
@@ -15,6 +16,7 @@ import contextlib
 import gc
 import platform
 import ssl
+import statistics
 import subprocess
 import sys
 import time
@@ -24,7 +26,9 @@ from pathlib import Path
 import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from aiotlspool.engines import session_callback
 from aiotlspool.engines.libssl import Libssl
+from aiotlspool.engines.libssl_load import load_libssl
 
 CA = trustme.CA()
 CERT = CA.issue_cert("localhost")
@@ -131,9 +135,101 @@ def timings_for(lib: Libssl, version: ssl.TLSVersion) -> None:
 
 
 def timings() -> None:
-    lib = Libssl.load()
+    lib = load_libssl()
     for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
         timings_for(lib, version)
+
+
+def median_per_call(fn: Callable[[], object], batches: int = 300, size: int = 100) -> float:
+    """Median over ``batches`` batches of ``size`` calls, microseconds per call."""
+    samples = []
+    for _ in range(batches):
+        start = time.perf_counter()
+        for _ in range(size):
+            fn()
+        samples.append((time.perf_counter() - start) / size * 1e6)
+    return statistics.median(samples)
+
+
+def median_per_item(
+    fn: Callable[[ssl.SSLObject], object],
+    make: Callable[[], ssl.SSLObject],
+    batches: int = 100,
+    size: int = 100,
+) -> float:
+    """Median over batches of fn on fresh objects (creation is not timed), us per call."""
+    samples = []
+    for _ in range(batches):
+        objs = [make() for _ in range(size)]
+        start = time.perf_counter()
+        for obj in objs:
+            fn(obj)
+        samples.append((time.perf_counter() - start) / size * 1e6)
+        del objs
+    return statistics.median(samples)
+
+
+def watch_timings(lib: Libssl) -> None:
+    """What Libssl.watch costs per connection and per session, against Libssl.capture.
+
+    The callback is driven through its C thunk directly (the path OpenSSL takes, plus
+    one ctypes call out of Python, measured separately as "empty thunk") with the SSL*
+    and the current SSL_SESSION* of a live, watched TLS 1.3 connection.
+    """
+    server_ctx, client_ctx = contexts(ssl.TLSVersion.TLSv1_3)
+    received: list[object] = []
+
+    def sink(session: object) -> None:
+        received.append(session)
+        received.clear()  # frees the copy, as a consumer replacing its last session would
+
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    conn = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    assert lib.watch(conn, sink)
+    done = [False, False]
+    while not all(done):
+        for i, (obj, src, dst) in enumerate(((conn, c_out, s_in), (server, s_out, c_in))):
+            if not done[i]:
+                try:
+                    obj.do_handshake()
+                    done[i] = True
+                except ssl.SSLWantReadError:
+                    pass
+            dst.write(src.read())
+    with contextlib.suppress(ssl.SSLWantReadError):
+        conn.read(1)
+    ssl_ptr = lib.ssl_pointer(conn)
+    session_ptr = lib._fns.get_session(ssl_ptr)
+    assert session_ptr
+    unwatched = connected(server_ctx, client_ctx)
+    unwatched_ptr = lib.ssl_pointer(unwatched)
+    thunk = session_callback._CALLBACK
+    empty = session_callback._CallbackType(lambda ssl_ptr, session_ptr: 0)
+
+    def fresh() -> ssl.SSLObject:
+        return new_client(client_ctx)
+
+    rows = [
+        ("watch() (fresh SSLObject)", median_per_item(lambda o: lib.watch(o, sink), fresh)),
+        (
+            "callback, watched (thunk+dup+NativeSession)",
+            median_per_call(lambda: thunk(ssl_ptr, session_ptr)),
+        ),
+        (
+            "callback, unwatched connection",
+            median_per_call(lambda: thunk(unwatched_ptr, session_ptr)),
+        ),
+        (
+            "empty thunk (ctypes round trip only)",
+            median_per_call(lambda: empty(ssl_ptr, session_ptr)),
+        ),
+        ("capture() (get1+dup+NativeSession)", median_per_call(lambda: lib.capture(conn))),
+        ("has_ticket() (a poll that capture needs)", median_per_call(lambda: lib.has_ticket(conn))),
+    ]
+    print("\nLibssl.watch vs Libssl.capture, TLS 1.3 (median of 300 batches of 100 calls)")
+    for name, micros in rows:
+        print(f"  {name:<46} {micros:9.2f} us/call")
 
 
 def rss_kib() -> int:
@@ -146,7 +242,7 @@ def rss_kib() -> int:
 
 def rss_run(mode: str, n: int) -> None:
     """Print the RSS growth over n captures (native) or n SSLObject.session reads (stdlib)."""
-    lib = Libssl.load()
+    lib = load_libssl()
     server_ctx, client_ctx = contexts(ssl.TLSVersion.TLSv1_3)
     conn = connected(server_ctx, client_ctx)
     native = mode == "native"
@@ -184,14 +280,19 @@ def main() -> None:
     )
     parser.add_argument("--rss", nargs=2, metavar=("MODE", "N"))
     parser.add_argument("--rss-only", action="store_true")
+    parser.add_argument("--watch-only", action="store_true")
     parser.add_argument("-n", type=int, default=20000, help="calls for the RSS comparison")
     args = parser.parse_args()
     if args.rss:
         rss_run(args.rss[0], int(args.rss[1]))
         return
     print(f"Python {platform.python_version()}, {ssl.OPENSSL_VERSION}")
+    if args.watch_only:
+        watch_timings(load_libssl())
+        return
     if not args.rss_only:
         timings()
+        watch_timings(load_libssl())
     rss_compare(args.n)
 
 

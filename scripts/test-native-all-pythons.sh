@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run tests/test_native.py on every pyenv CPython 3.10-3.13 present, each in its
-# own throwaway venv holding only pytest, trustme and hypothesis.
+# Run tests/unit/test_native.py and tests/unit/test_native_callback.py on every pyenv CPython
+# 3.10-3.13 present, each in its own throwaway venv holding only pytest, trustme and
+# hypothesis.
 # Prints one line per interpreter; exits non-zero if any run fails.
 set -u
 
@@ -30,7 +31,7 @@ for minor in 10 11 12 13; do
     printf '[pytest]\n' >"$work/pytest.ini"
     if (cd "$repo" && PYTHONPATH="$repo" "$work/venv/bin/python" -m pytest \
             -c "$work/pytest.ini" --rootdir "$repo" --noconftest -p no:cacheprovider \
-            -q -rs tests/test_native.py) >>"$log" 2>&1; then
+            -q -rs tests/unit/test_native.py tests/unit/test_native_callback.py) >>"$log" 2>&1; then
         summary="$(grep -E '^[0-9]+ (passed|skipped)' "$log" | tail -n 1)"
         if grep -qE '^[0-9]+ skipped' <<<"$summary"; then
             # A skip means the native binding was refused on this interpreter.

@@ -1,20 +1,20 @@
-"""Fixtures: every async test runs on the default asyncio loop and on uvloop, against real TLS
-servers on 127.0.0.1 with trustme certificates."""
+"""Hooks for the whole suite: every async test runs on the default asyncio loop and on
+uvloop, and with each session engine.
+
+The layout: ``unit/`` (no network), ``pool/`` (the pool against Python TLS servers; its
+``conftest.py`` has the TLS fixtures), ``interop/`` (real servers; its ``conftest.py`` runs
+them), ``support/`` (servers, helpers: no tests).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import os
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
 
 import pytest
-import trustme
 
-from .servers import Server, client_context, server_context, start_server
-
-IN_CI = os.environ.get("CI") == "true"
+from .support.helpers import IN_CI
 
 
 def pytest_asyncio_loop_factories(
@@ -33,11 +33,23 @@ def pytest_asyncio_loop_factories(
     return factories
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "engines(*names): run the test with these session engines only"
+    )
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # Every async test (they all drive a Pool) runs with both session engines, unless its
-    # module names the engines it is about in SESSION_ENGINES.
+    # Every async test (they all drive a Pool) runs with both session engines, unless it
+    # names the engines it is about (@pytest.mark.engines(...)) or its module does
+    # (SESSION_ENGINES).
     if inspect.iscoroutinefunction(metafunc.function):
-        engines = getattr(metafunc.module, "SESSION_ENGINES", ["native", "stdlib"])
+        marker = metafunc.definition.get_closest_marker("engines")
+        engines = (
+            list(marker.args)
+            if marker is not None
+            else getattr(metafunc.module, "SESSION_ENGINES", ["native", "stdlib"])
+        )
         metafunc.fixturenames.append("session_engine")
         metafunc.parametrize("session_engine", engines, indirect=True)
 
@@ -50,32 +62,3 @@ def session_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     if engine is not None:
         monkeypatch.setenv("AIOTLSPOOL_SESSION_ENGINE", engine)
     return engine
-
-
-@pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="session")
-def cert(ca: trustme.CA) -> trustme.LeafCert:
-    """Valid for "localhost" only: any other server name must fail verification."""
-    return ca.issue_cert("localhost")
-
-
-@pytest.fixture(params=["TLSv1.2", "TLSv1.3"])
-def tls_version(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def client_ctx(ca: trustme.CA, tls_version: str) -> Any:
-    return client_context(ca, tls_version)
-
-
-@pytest.fixture
-async def server(cert: trustme.LeafCert, tls_version: str) -> AsyncIterator[Server]:
-    """A TLS echo server speaking ``tls_version`` with tickets and a session cache."""
-    srv = await start_server(server_context(cert, tls_version))
-    yield srv
-    await srv.close()

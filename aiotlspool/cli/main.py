@@ -13,12 +13,9 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from .. import __version__
-
-if TYPE_CHECKING:
-    from .probe import ProbeReport
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # an unexpected error (a bug: please report it) or the demo failed
@@ -217,9 +214,11 @@ def _positive_int(text: str) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from ..pool import Pool
-    from . import demo
+    from .demo import DemoOptions, demo_dependencies_missing, run_demo
+    from .demo_server import DemoError
+    from .loops import loop_factory
 
-    missing = demo.demo_dependencies_missing()
+    missing = demo_dependencies_missing()
     if missing is not None:
         return _fail(
             f"{PROG} demo needs {missing}, from the 'demo' extra: pip install 'aiotlspool[demo]'",
@@ -227,7 +226,7 @@ def _demo(args: argparse.Namespace) -> int:
         )
     if args.loop == "uvloop":
         try:
-            demo.loop_factory("uvloop")
+            loop_factory("uvloop")
         except ImportError:
             return _fail(
                 f"{PROG} demo --loop uvloop needs uvloop: pip install 'aiotlspool[uvloop]'",
@@ -237,7 +236,7 @@ def _demo(args: argparse.Namespace) -> int:
         Pool(session_engine=args.engine)  # fails now if the engine is unavailable here
     except RuntimeError as exc:
         return _fail(f"{PROG} demo --engine {args.engine}: {exc}", EXIT_USAGE)
-    options = demo.DemoOptions(
+    options = DemoOptions(
         connections=args.connections,
         tls=args.tls,
         loop=args.loop,
@@ -245,8 +244,8 @@ def _demo(args: argparse.Namespace) -> int:
         engine=args.engine,
     )
     try:
-        demo.run_demo(options)
-    except demo.DemoError as exc:
+        run_demo(options)
+    except DemoError as exc:
         return _fail(f"{PROG} demo: {exc}", EXIT_ERROR)
     return EXIT_OK
 
@@ -258,7 +257,9 @@ def _probe(args: argparse.Namespace) -> int:
     import asyncio
 
     from ..exceptions import CertificateError, ConnectError, ConnectTimeout, TLSHandshakeError
-    from .probe import MECHANISMS, ProbeInputError, probe
+    from .probe import MECHANISMS, probe
+    from .report import print_report
+    from .target import ProbeInputError
 
     try:
         host, port = _probe_target(args)
@@ -311,13 +312,13 @@ def _probe(args: argparse.Namespace) -> int:
 
         print(json.dumps(report.to_json(), indent=2))
     else:
-        _print_report(report)
+        print_report(report, command)
     return EXIT_OK
 
 
 def _probe_target(args: argparse.Namespace) -> tuple[str, int]:
     """HOST[:PORT] and --servername, validated before any I/O (ProbeInputError)."""
-    from .probe import ProbeInputError, check_name, parse_target
+    from .target import ProbeInputError, check_name, parse_target
 
     host, port = parse_target(args.target)
     if args.servername == "":
@@ -333,7 +334,7 @@ def _probe_target(args: argparse.Namespace) -> tuple[str, int]:
 
 
 def _request_bytes(args: argparse.Namespace, host: str, port: int) -> bytes:
-    from .probe import ProbeInputError
+    from .target import ProbeInputError
 
     if args.http:
         try:
@@ -352,91 +353,3 @@ def _request_bytes(args: argparse.Namespace, host: str, port: int) -> bytes:
     except (UnicodeError, ValueError) as exc:
         message = f"invalid --send text ({exc}); use \\xHH for non-ASCII bytes"
         raise ProbeInputError(message) from None
-
-
-_LABELS = {
-    "tls1.2-session-id": "TLS 1.2 session ID",
-    "tls1.2-ticket": "TLS 1.2 ticket",
-    "tls1.3-ticket": "TLS 1.3 ticket",
-}
-_VERDICTS = {
-    "supported": ("supported", "green"),
-    "partly": ("partly", "yellow"),
-    "not_supported": ("not supported", "red"),
-    "not_offered": ("not offered", "dim"),
-    "error": ("error", "red"),
-}
-_HEADERS = ("mechanism", "resumed", "verdict", "ticket hint", "full hs", "resumed hs")
-
-
-def _print_report(report: ProbeReport) -> None:
-    """A table (rich if installed, else plain text), then the notes."""
-    name = f"[{report.host}]" if ":" in report.host else report.host
-    title = f"{PROG} probe {name}:{report.port}"
-    if not report.server_name:
-        title += " (no server name: no SNI sent, name not checked)"
-    elif report.server_name != report.host:
-        title += f" (server name {report.server_name!r})"
-    title += ", certificate " + ("verified" if report.verified else "NOT VERIFIED (--insecure)")
-    title += f"\none full handshake, then {report.attempts} reconnection(s), per mechanism"
-    rows: list[tuple[str, ...]] = []
-    notes: list[str] = []
-    for check in report.checks:
-        label = _LABELS[check.mechanism]
-        rows.append(
-            (
-                label,
-                "-" if check.verdict == "not_offered" else f"{check.resumed}/{check.attempts}",
-                check.verdict,
-                "-" if check.ticket_lifetime_hint is None else f"{check.ticket_lifetime_hint} s",
-                _ms(check.full_handshake_ms),
-                _ms(check.resumed_handshake_ms),
-            )
-        )
-        # For "not offered" the note says why; the error would only repeat it.
-        texts = (check.note,) if check.verdict == "not_offered" else (check.note, check.error)
-        notes += [f"{label}: {text}" for text in texts if text]
-        if check.ticket_reuse is not None:
-            notes.append(
-                "TLS 1.3 ticket reuse: "
-                + (
-                    "accepted: one ticket resumed two connections (RFC 8446 C.4 advises "
-                    "clients not to reuse tickets; the pool does not by default)"
-                    if check.ticket_reuse
-                    else "refused: the server accepts each ticket once"
-                )
-            )
-    try:
-        from rich import box
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        _print_plain(title, rows, notes)
-        return
-    console = Console(highlight=False)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
-    for i, header in enumerate(_HEADERS):
-        table.add_column(header, justify="left" if i in (0, 2) else "right", no_wrap=True)
-    for row in rows:
-        text, style = _VERDICTS[row[2]]
-        table.add_row(*row[:2], f"[{style}]{text}[/]", *row[3:])
-    console.print(title, markup=False, style=None if report.verified else "bold red")
-    console.print(table)
-    for note in notes:
-        console.print(note, markup=False)
-
-
-def _print_plain(title: str, rows: list[tuple[str, ...]], notes: list[str]) -> None:
-    table = [_HEADERS, *[(r[0], r[1], _VERDICTS[r[2]][0], *r[3:]) for r in rows]]
-    widths = [max(len(row[i]) for row in table) for i in range(len(_HEADERS))]
-    print(title)
-    for row in table:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
-    for note in notes:
-        print(note)
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} ms"

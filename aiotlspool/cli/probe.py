@@ -3,9 +3,8 @@
 For each mechanism - TLS 1.2 session IDs (the client refuses tickets), TLS 1.2 tickets and TLS
 1.3 tickets - :func:`probe` makes one full handshake, then ``attempts`` reconnections through a
 :class:`~aiotlspool.Pool` with a :class:`~aiotlspool.MemorySessionCache`, and reports how many
-resumed (``conn.session_reused``). It renders nothing: the CLI turns the
-:class:`ProbeReport` into a table or JSON (:meth:`ProbeReport.to_json`, documented in
-docs/cli.md).
+resumed (``conn.session_reused``). It renders nothing: :mod:`aiotlspool.cli.report` turns the
+:class:`ProbeReport` into a table or JSON (documented in docs/cli.md).
 
 Each connection is: connect, optionally send ``send`` and read the reply, ``await
 conn.aclose()``. Closing is enough for TLS 1.3, whose tickets arrive after the handshake: the
@@ -15,16 +14,11 @@ pool captures the session after the close_notify exchange, which processes them.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import re
 import ssl
 import statistics
-import sys
-import unicodedata
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from .. import __version__
 from .._timeout import deadline
 from ..connection import Connection
 from ..endpoint import Endpoint
@@ -33,12 +27,9 @@ from ..pool import Pool
 from ..sessions.cached import CachedSession
 from ..sessions.key import SessionKey
 from ..sessions.memory import MemorySessionCache
+from .report import CheckResult, Mechanism, ProbeReport, Verdict
+from .target import DEFAULT_PORT, ProbeInputError, check_name
 
-SCHEMA_VERSION = 1
-DEFAULT_PORT = 443
-
-Mechanism = Literal["tls1.2-session-id", "tls1.2-ticket", "tls1.3-ticket"]
-Verdict = Literal["supported", "partly", "not_supported", "not_offered", "error"]
 MECHANISMS: tuple[Mechanism, ...] = ("tls1.2-session-id", "tls1.2-ticket", "tls1.3-ticket")
 
 # OpenSSL reasons meaning "we have no protocol version in common" (as opposed to "not TLS").
@@ -47,140 +38,6 @@ _VERSION_MISMATCH = ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS",
 # gives no EOF): for its first byte, then for each further chunk.
 _FIRST_BYTE = 2.0
 _READ_IDLE = 0.2
-
-
-class ProbeInputError(ValueError):
-    """The target or an option is invalid (nothing was sent on the network)."""
-
-
-def parse_target(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """Split and validate ``HOST``, ``HOST:PORT``, ``[V6]``, ``[V6]:PORT`` or a bare IPv6
-    address; :class:`ProbeInputError` (before any I/O) if it cannot be a target."""
-    text = text.strip()
-    port_text: str | None = None
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ProbeInputError(f"invalid target {text!r}: expected [IPV6] or [IPV6]:PORT")
-        if host and not _is_ip(host, 6):
-            raise ProbeInputError(f"invalid target {text!r}: {host!r} is not an IPv6 address")
-        port_text = rest[1:] if rest else None
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host = text  # a name, an IPv4 address or an unbracketed IPv6 address
-    if not host:
-        raise ProbeInputError(f"invalid target {text!r}: no host")
-    check_name(host, "host")
-    if port_text is None:
-        return host, default_port
-    # ASCII digits only: int() also takes other scripts' digits ("٨٠" is 80) and "1_0".
-    if not re.fullmatch("[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
-        raise ProbeInputError(
-            f"invalid port {port_text!r} in {text!r}: expected 1..65535 in ASCII digits"
-        )
-    return host, int(port_text)
-
-
-def check_name(name: str, what: str = "host") -> None:
-    """Reject a host or server name that cannot be an IP address or a DNS name: empty, with
-    a control, format or space character (a NUL would fail deep inside the connect), with a
-    ":" but not an IPv6 address, or not encodable as IDNA. ``what`` names it in the error."""
-    if not name:
-        raise ProbeInputError(f"invalid {what}: empty")
-    for char in name:
-        if char.isspace() or unicodedata.category(char).startswith("C"):
-            raise ProbeInputError(
-                f"invalid {what} {name!r}: character U+{ord(char):04X} is not allowed"
-            )
-    if _is_ip(name):
-        return
-    if ":" in name:
-        raise ProbeInputError(f"invalid {what} {name!r}: not an IPv6 address")
-    try:
-        name.encode("idna")
-    except UnicodeError as exc:
-        raise ProbeInputError(f"invalid {what} {name!r}: {exc.__cause__ or exc}") from None
-
-
-def _is_ip(name: str, version: int | None = None) -> bool:
-    try:
-        address = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return version is None or address.version == version
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """What one mechanism showed. See docs/cli.md for the meaning of every field."""
-
-    mechanism: Mechanism
-    protocol: str  # "TLSv1.2" or "TLSv1.3"
-    verdict: Verdict
-    attempts: int  # reconnections made after the first, full handshake
-    resumed: int
-    rejected: int  # sessions offered and refused by the server (pool.stats())
-    ticket_issued: bool | None  # None: not applicable (session IDs) or no connection
-    ticket_lifetime_hint: int | None  # seconds, as the server stated it
-    full_handshake_ms: float | None  # medians
-    resumed_handshake_ms: float | None
-    ticket_reuse: bool | None = None  # TLS 1.3: did one ticket resume two connections?
-    note: str | None = None
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mechanism": self.mechanism,
-            "protocol": self.protocol,
-            "verdict": self.verdict,
-            "attempts": self.attempts,
-            "resumed": self.resumed,
-            "rejected": self.rejected,
-            "ticket_issued": self.ticket_issued,
-            "ticket_lifetime_hint": self.ticket_lifetime_hint,
-            "ticket_reuse": self.ticket_reuse,
-            "handshake_ms": {
-                "full_median": self.full_handshake_ms,
-                "resumed_median": self.resumed_handshake_ms,
-            },
-            "note": self.note,
-            "error": self.error,
-        }
-
-
-@dataclass(frozen=True)
-class ProbeReport:
-    """The result of :func:`probe`: the target, the settings and one result per mechanism."""
-
-    host: str
-    port: int
-    server_name: str
-    verified: bool
-    attempts: int
-    timeout: float
-    request_bytes: int
-    checks: tuple[CheckResult, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        """The documented JSON document (``schema_version`` 1)."""
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "tool": {
-                "name": "aiotlspool",
-                "version": __version__,
-                "python": sys.version.split()[0],
-                "openssl": ssl.OPENSSL_VERSION,
-            },
-            "target": {"host": self.host, "port": self.port, "server_name": self.server_name},
-            "settings": {
-                "attempts": self.attempts,
-                "verify": self.verified,
-                "timeout": self.timeout,
-                "request_bytes": self.request_bytes,
-            },
-            "checks": [check.to_json() for check in self.checks],
-        }
 
 
 @dataclass(frozen=True)
@@ -498,14 +355,4 @@ def _median_ms(seconds: list[float]) -> float | None:
     return round(statistics.median(seconds) * 1000, 3) if seconds else None
 
 
-__all__ = [
-    "MECHANISMS",
-    "SCHEMA_VERSION",
-    "CheckResult",
-    "ProbeInputError",
-    "ProbeReport",
-    "check_name",
-    "make_context",
-    "parse_target",
-    "probe",
-]
+__all__ = ["MECHANISMS", "make_context", "probe"]

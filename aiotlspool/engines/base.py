@@ -1,88 +1,29 @@
-"""Session engines: how a session is offered to a new connection and captured from a finished one.
+"""The session engine interface: offer a session before a handshake, capture what comes back.
 
-asyncio (and uvloop) create a connection's TLS object by calling ``ssl.wrap_bio(incoming,
-outgoing, server_side=..., server_hostname=...)`` on whatever was passed as ``ssl=``. They never
-pass ``session=``, so the pool hands them an :class:`OfferingContext`: a per-connection stand-in
-for the user's SSLContext whose ``wrap_bio`` adds the cached session. The user's context is never
-changed.
+One small API serves every place where TLS is opened - the pool's connector today, an
+``SSLContext`` handed to other libraries tomorrow - because it works on the ``SSLObject`` alone:
 
-An engine is the small interface behind which the session mechanism sits, so that another
-implementation (one that avoids the standard library's copies) can replace it.
+- :meth:`SessionEngine.offer` attaches a cached session to a connection whose handshake has not
+  started;
+- :meth:`SessionEngine.watch` asks the engine to deliver every session the server sends on the
+  connection, the moment it arrives (the native engine does, through OpenSSL's new-session
+  callback: each TLS 1.3 ticket, the TLS 1.2 session at the end of the handshake);
+- :meth:`SessionEngine.capture` copies the connection's latest session, for engines (or
+  contexts) that cannot watch: the caller then picks the moment (see the connector).
+
+Both engines describe what they capture with the one rule of :meth:`SessionEngine.cacheable`.
 """
 
 from __future__ import annotations
 
-import logging
 import ssl
-import time
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Callable
 
 from ..sessions.cached import TLS13, CachedSession
-from ..sessions.verification import Verification, verification_of
 
-logger = logging.getLogger("aiotlspool")
-
-
-class OfferingContext:
-    """Passed to the event loop as ``ssl=`` for one connection: wraps the BIOs with the user's
-    context and offers ``session``. Also remembers the SSLObject and when the handshake began.
-
-    ``verification`` is the context's settings when the session was taken. The context may
-    change before the loop calls :meth:`wrap_bio` (after the TCP connect); the settings are read
-    again there, and a session taken under other settings is not offered (``settings_changed``).
-    """
-
-    __slots__ = (
-        "context",
-        "engine",
-        "handshake_done",
-        "handshake_started",
-        "offered",
-        "session",
-        "settings_changed",
-        "ssl_object",
-        "verification",
-    )
-
-    def __init__(
-        self,
-        context: ssl.SSLContext,
-        session: CachedSession | None,
-        engine: SessionEngine,
-        verification: Verification,
-    ) -> None:
-        self.context = context
-        self.session = session
-        self.engine = engine
-        self.verification = verification
-        self.ssl_object: ssl.SSLObject | None = None
-        self.handshake_started = 0.0
-        # True once the session was really attached (False if it could not be).
-        self.offered = False
-        self.handshake_done = False
-        self.settings_changed = False
-
-    def wrap_bio(
-        self,
-        incoming: ssl.MemoryBIO,
-        outgoing: ssl.MemoryBIO,
-        server_side: bool = False,
-        server_hostname: str | None = None,
-        session: Any = None,
-    ) -> ssl.SSLObject:
-        # The loop calls this once the TCP connection is up, right before the handshake.
-        self.handshake_started = time.perf_counter()
-        if verification_of(self.context) is not self.verification:
-            # Changed since the session was taken: it may come from weaker settings.
-            self.settings_changed = True
-        ssl_object = self.engine.wrap(self, incoming, outgoing, server_side, server_hostname)
-        self.ssl_object = ssl_object
-        return ssl_object
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else a loop might read (e.g. check_hostname) comes from the real context.
-        return getattr(self.context, name)
+# Receives each session captured from a watched connection (on the thread that read it).
+SessionSink = Callable[[CachedSession], None]
 
 
 class SessionEngine(ABC):
@@ -90,36 +31,23 @@ class SessionEngine(ABC):
 
     name: str
 
-    def offering_context(
-        self, context: ssl.SSLContext, session: CachedSession | None, verification: Verification
-    ) -> OfferingContext:
-        """The object to pass as ``ssl=`` for one connection."""
-        # (The connector never passes another engine's session: see Connector.take_session.)
-        return OfferingContext(context, session, self, verification)
-
-    @staticmethod
-    def session_to_offer(offer: OfferingContext) -> CachedSession | None:
-        """The session ``wrap`` may attach: none when the settings changed since it was taken."""
-        return None if offer.settings_changed else offer.session
-
     @abstractmethod
-    def wrap(
-        self,
-        offer: OfferingContext,
-        incoming: ssl.MemoryBIO,
-        outgoing: ssl.MemoryBIO,
-        server_side: bool,
-        server_hostname: str | None,
-    ) -> ssl.SSLObject:
-        """Create the SSLObject with ``offer.context``, attaching ``offer.session`` if any."""
+    def offer(self, ssl_object: ssl.SSLObject, session: CachedSession) -> bool:
+        """Attach ``session`` before the handshake; False (logged) if it could not be."""
+
+    def watch(self, ssl_object: ssl.SSLObject, sink: SessionSink) -> bool:
+        """Deliver every resumable session of this connection to ``sink`` as it arrives.
+
+        Call before the handshake. False when this engine cannot for this connection: then
+        :meth:`capture` is the only way.
+        """
+        return False
 
     @abstractmethod
     def capture(self, ssl_object: ssl.SSLObject) -> CachedSession | None:
-        """The connection's session, if it can be resumed later (a TLS 1.3 one needs its ticket).
-
-        Called at most once per connection: the standard library copies the session on every
-        read (and leaks the copy on Python 3.10-3.13.0).
-        """
+        """The connection's latest session, if it can be resumed (a TLS 1.3 one needs its
+        ticket, which arrives after the handshake). The standard library copies the session
+        on every read, and leaks the copy on Python 3.10-3.13.0: call it sparingly."""
 
     def cacheable(
         self,
@@ -149,12 +77,3 @@ class SessionEngine(ABC):
             created_at=float(created_at),
             session_id=session_id,
         )
-
-    def handshake_marker(self, ssl_object: ssl.SSLObject) -> object:
-        """Whatever :meth:`ticket_arrived` needs to remember from the end of the handshake."""
-        return None
-
-    def ticket_arrived(self, ssl_object: ssl.SSLObject, marker: object) -> bool | None:
-        """Whether a new TLS 1.3 ticket has arrived since the handshake, if the engine can
-        tell without copying the session; None when it cannot."""
-        return None

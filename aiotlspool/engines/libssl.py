@@ -11,27 +11,29 @@ values Python already knows (see :meth:`Libssl.ssl_pointer` for the order) befor
 OpenSSL is asked to touch it.  Anything unexpected raises
 :class:`NativeUnavailable`, and callers fall back to the stdlib.  Free-threaded
 CPython is refused: the borrowed pointers would race with other threads.
+
+The binding is split by concept: :mod:`._bindings` (the ctypes function table),
+:mod:`.native_session` (:class:`NativeSession`), :mod:`.session_callback` (OpenSSL's
+new-session callback behind :meth:`Libssl.watch`) and :mod:`.libssl_load` (locating
+libssl and the self-check; ``load_libssl()`` is the way to obtain a :class:`Libssl`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import ssl
-import sys
-import sysconfig
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
-__all__ = ["Libssl", "NativeSession", "NativeUnavailable"]
+from . import session_callback
+from ._bindings import _P, NativeUnavailable, _Bindings, _i2d
+from .native_session import NativeSession
 
-# A pointer-sized field, read in place.
-_P = ctypes.sizeof(ctypes.c_void_p)
-# Where the memory map is read; a module attribute so tests can point it elsewhere.
-_MAPS_PATH = "/proc/self/maps"
+__all__ = ["MAX_DER_SIZE", "Libssl", "NativeSession", "NativeUnavailable"]
+
 # DER sessions are ~1 KB; a peer certificate chain can grow them, but nothing
 # legitimate approaches this, and it bounds what the ASN.1 parser is fed.
 MAX_DER_SIZE = 64 * 1024
@@ -41,204 +43,13 @@ _ThreePointers = ctypes.c_void_p * 3
 # X509_OBJECT_get_type values (X509_LOOKUP_TYPE).
 _X509_LU_X509 = 1
 _X509_LU_CRL = 2
-# Typed views of the ctypes functions (runtime objects are ctypes function pointers).
-_PtrToPtr = Callable[[int], "int | None"]
-_PtrToInt = Callable[[int], int]
-
-
-class NativeUnavailable(Exception):
-    """The native binding cannot be used here; ``str(exc)`` says why (one short sentence)."""
-
-
-class _Bindings:
-    """The OpenSSL functions we call, each with argtypes and restype declared."""
-
-    __slots__ = (
-        "ctx_cert_store",
-        "ctx_certificate",
-        "ctx_security_level",
-        "d2i_session",
-        "err_clear",
-        "get1_session",
-        "get_ex_data",
-        "get_session",
-        "get_ssl_ctx",
-        "i2d_session",
-        "i2d_x509",
-        "i2d_x509_crl",
-        "in_before",
-        "is_server",
-        "object_get0_crl",
-        "object_get0_x509",
-        "object_get_type",
-        "session_dup",
-        "session_free",
-        "session_has_ticket",
-        "session_id",
-        "session_is_resumable",
-        "session_lifetime_hint",
-        "session_protocol_version",
-        "session_time",
-        "session_timeout",
-        "set_session",
-        "sk_dup",
-        "sk_free",
-        "sk_num",
-        "sk_value",
-        "store_get0_objects",
-        "store_lock",
-        "store_unlock",
-        "version_num",
-    )
-
-    def __init__(self, lib: ctypes.PyDLL) -> None:
-        vp, i, lng = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
-
-        def bind(name: str, restype: Any, *argtypes: Any) -> Any:
-            # Raises AttributeError when the symbol is absent (reported by load()).
-            fn = getattr(lib, name)
-            fn.restype = restype
-            # c_void_p everywhere a pointer passes, so 64-bit values are never truncated to int.
-            fn.argtypes = list(argtypes)
-            return fn
-
-        self.get_session: _PtrToPtr = bind("SSL_get_session", vp, vp)
-        self.get1_session: _PtrToPtr = bind("SSL_get1_session", vp, vp)
-        self.session_dup: _PtrToPtr = bind("SSL_SESSION_dup", vp, vp)
-        self.session_free: Callable[[int], None] = bind("SSL_SESSION_free", None, vp)
-        self.set_session: Callable[[int, int], int] = bind("SSL_set_session", i, vp, vp)
-        self.i2d_session: Callable[[int, Any], int] = bind(
-            "i2d_SSL_SESSION", i, vp, ctypes.POINTER(vp)
-        )
-        self.d2i_session: Callable[[None, Any, int], int | None] = bind(
-            "d2i_SSL_SESSION", vp, vp, ctypes.POINTER(vp), lng
-        )
-        self.session_has_ticket: _PtrToInt = bind("SSL_SESSION_has_ticket", i, vp)
-        self.session_lifetime_hint: _PtrToInt = bind(
-            "SSL_SESSION_get_ticket_lifetime_hint", ctypes.c_ulong, vp
-        )
-        self.session_protocol_version: _PtrToInt = bind("SSL_SESSION_get_protocol_version", i, vp)
-        self.session_time: _PtrToInt = bind("SSL_SESSION_get_time", lng, vp)
-        self.session_timeout: _PtrToInt = bind("SSL_SESSION_get_timeout", lng, vp)
-        self.session_is_resumable: _PtrToInt = bind("SSL_SESSION_is_resumable", i, vp)
-        self.get_ex_data: Callable[[int, int], int | None] = bind("SSL_get_ex_data", vp, vp, i)
-        self.is_server: _PtrToInt = bind("SSL_is_server", i, vp)
-        self.in_before: _PtrToInt = bind("SSL_in_before", i, vp)
-        self.get_ssl_ctx: _PtrToPtr = bind("SSL_get_SSL_CTX", vp, vp)
-        self.version_num: Callable[[], int] = bind("OpenSSL_version_num", ctypes.c_ulong)
-        self.ctx_certificate: _PtrToPtr = bind("SSL_CTX_get0_certificate", vp, vp)
-        self.i2d_x509: Callable[[int, Any], int] = bind("i2d_X509", i, vp, ctypes.POINTER(vp))
-        self.err_clear: Callable[[], None] = bind("ERR_clear_error", None)
-        self.session_id: Callable[[int, Any], int | None] = bind(
-            "SSL_SESSION_get_id", vp, vp, ctypes.POINTER(ctypes.c_uint)
-        )
-        self.ctx_security_level: _PtrToInt = bind("SSL_CTX_get_security_level", i, vp)
-        self.ctx_cert_store: _PtrToPtr = bind("SSL_CTX_get_cert_store", vp, vp)
-        self.store_lock: _PtrToInt = bind("X509_STORE_lock", i, vp)
-        self.store_unlock: _PtrToInt = bind("X509_STORE_unlock", i, vp)
-        self.store_get0_objects: _PtrToPtr = bind("X509_STORE_get0_objects", vp, vp)
-        self.sk_num: _PtrToInt = bind("OPENSSL_sk_num", i, vp)
-        self.sk_value: Callable[[int, int], int | None] = bind("OPENSSL_sk_value", vp, vp, i)
-        self.sk_dup: _PtrToPtr = bind("OPENSSL_sk_dup", vp, vp)
-        self.sk_free: Callable[[int], None] = bind("OPENSSL_sk_free", None, vp)
-        self.object_get_type: _PtrToInt = bind("X509_OBJECT_get_type", i, vp)
-        self.object_get0_x509: _PtrToPtr = bind("X509_OBJECT_get0_X509", vp, vp)
-        self.object_get0_crl: _PtrToPtr = bind("X509_OBJECT_get0_X509_CRL", vp, vp)
-        self.i2d_x509_crl: Callable[[int, Any], int] = bind(
-            "i2d_X509_CRL", i, vp, ctypes.POINTER(vp)
-        )
-
-
-class NativeSession:
-    """Owns one ``SSL_SESSION*`` (our own copy, via SSL_SESSION_dup or d2i), freed by ``__del__``.
-
-    Create it through :meth:`Libssl.capture` or :meth:`Libssl.session_from_der`.
-    The copy is never attached to a connection itself (``apply`` offers a fresh
-    duplicate), so it cannot be marked non-resumable behind our back.
-
-    It is freed only when the object itself dies, never earlier: ``weakref.finalize``
-    would also run at interpreter exit while the object is still reachable (from an
-    earlier-registered atexit handler or a daemon thread), handing them freed memory.
-    """
-
-    __slots__ = ("__weakref__", "_fns", "_ptr")
-
-    def __init__(self, fns: _Bindings, ptr: int) -> None:
-        # _fns first: __del__ relies on _fns being set whenever _ptr is.
-        self._fns = fns
-        self._ptr = ptr
-
-    def __del__(self) -> None:
-        # _ptr is missing if __init__ never ran. The function comes from the instance,
-        # not module globals, which may already be None during interpreter shutdown.
-        ptr = getattr(self, "_ptr", 0)
-        if ptr:
-            self._ptr = 0
-            self._fns.session_free(ptr)
-
-    def _handle(self) -> int:
-        """The ``SSL_SESSION*``; ValueError once freed (reachable only from another finalizer)."""
-        ptr = self._ptr
-        if not ptr:
-            raise ValueError("the native session has already been freed")
-        return ptr
-
-    @property
-    def has_ticket(self) -> bool:
-        """Whether the session holds a ticket (SSL_SESSION_has_ticket)."""
-        return bool(self._fns.session_has_ticket(self._handle()))
-
-    @property
-    def ticket_lifetime_hint(self) -> int:
-        """The server's ticket lifetime hint in seconds (0 when none)."""
-        return self._fns.session_lifetime_hint(self._handle())
-
-    @property
-    def protocol_version(self) -> int:
-        """The negotiated protocol, e.g. ``0x0303`` (TLS 1.2) or ``0x0304`` (TLS 1.3)."""
-        return self._fns.session_protocol_version(self._handle())
-
-    @property
-    def time(self) -> int:
-        """Creation time, seconds since the epoch."""
-        return self._fns.session_time(self._handle())
-
-    @property
-    def timeout(self) -> int:
-        """Lifetime in seconds counted from :attr:`time`, as OpenSSL enforces it."""
-        return self._fns.session_timeout(self._handle())
-
-    @property
-    def session_id(self) -> bytes:
-        """The session ID (SSL_SESSION_get_id), at most 32 bytes; may be empty.
-
-        For a ticket OpenSSL sets it to the SHA-256 of the ticket, so two sessions
-        carrying the same ticket have equal ids.
-        """
-        length = ctypes.c_uint(0)
-        data = self._fns.session_id(self._handle(), ctypes.byref(length))
-        # The bytes live inside the SSL_SESSION, which self keeps alive during the copy.
-        return ctypes.string_at(data, length.value) if data and length.value else b""
-
-    def is_resumable(self) -> bool:
-        """Whether OpenSSL would offer this session (SSL_SESSION_is_resumable)."""
-        return bool(self._fns.session_is_resumable(self._handle()))
-
-    def to_der(self) -> bytes:
-        """The DER encoding (i2d_SSL_SESSION); it holds the master secret: treat it as a key."""
-        return _i2d(self._fns, self._fns.i2d_session, self._handle(), "i2d_SSL_SESSION")
-
-    def __repr__(self) -> str:
-        return (
-            f"<NativeSession protocol=0x{self.protocol_version:04x} "
-            f"ticket={self.has_ticket} resumable={self.is_resumable()}>"
-        )
 
 
 class Libssl:
     """The libssl/libcrypto that ``_ssl`` is linked against, after a self-check.
 
-    Obtain it with :meth:`load`; the constructor is internal.
+    Obtain it with :func:`aiotlspool.engines.libssl_load.load_libssl`; the constructor is
+    internal.
     """
 
     __slots__ = (
@@ -261,35 +72,13 @@ class Libssl:
     ) -> None:
         self._fns = fns
         self._sslsocket_type = sslsocket_type
-        # Offset of PySSLSocket.Socket; .ssl and .ctx follow it. Validated once in load().
+        # Offset of PySSLSocket.Socket; .ssl and .ctx follow it. Validated once at load time.
         self._socket_offset = socket_offset
         self.libssl_path = libssl_path
         self.libcrypto_path = libcrypto_path
         # Contexts whose SSL_CTX* field was validated, with that field's value.
         self._contexts: weakref.WeakKeyDictionary[ssl.SSLContext, int] = weakref.WeakKeyDictionary()
         self._contexts_lock = threading.Lock()
-
-    @classmethod
-    def load(cls) -> Libssl:
-        """Bind to the libssl/libcrypto that ``_ssl`` is linked against, and self-check.
-
-        The outcome, success or the reason for failure, is computed once per process.
-        Raises :class:`NativeUnavailable` with the reason when the binding cannot be used.
-        """
-        global _load_outcome
-        outcome = _load_outcome
-        if outcome is None:
-            with _load_lock:
-                if _load_outcome is None:
-                    try:
-                        _load_outcome = _load_uncached()
-                    except NativeUnavailable as exc:
-                        _load_outcome = str(exc)
-                outcome = _load_outcome
-        if isinstance(outcome, str):
-            # A fresh exception each time: re-raising one instance would pile up tracebacks.
-            raise NativeUnavailable(outcome)
-        return outcome
 
     def ssl_pointer(self, ssl_object: ssl.SSLObject) -> int:
         """The ``SSL*`` of this SSLObject, validated before use.
@@ -343,14 +132,6 @@ class Libssl:
         session = self._fns.get_session(ptr)
         return bool(session) and bool(self._fns.session_has_ticket(cast(int, session)))
 
-    def session_identity(self, ssl_object: ssl.SSLObject) -> int | None:
-        """The address of the connection's current session, as an identity only.
-
-        OpenSSL replaces the session object when a TLS 1.3 ticket arrives, so a changed
-        identity means a new ticket. Never dereferenced.
-        """
-        return self._fns.get_session(self.ssl_pointer(ssl_object))
-
     def capture(self, ssl_object: ssl.SSLObject) -> NativeSession | None:
         """Our own copy of the connection's current session, or None if there is none."""
         ptr = self.ssl_pointer(ssl_object)
@@ -394,6 +175,65 @@ class Libssl:
                 raise ValueError("SSL_set_session failed")
         finally:
             self._fns.session_free(copy)
+
+    def watch(self, ssl_object: ssl.SSLObject, on_session: Callable[[NativeSession], None]) -> bool:
+        """Pass every session OpenSSL makes for this connection to ``on_session``.
+
+        Call it after ``wrap_bio`` and before the handshake starts (ValueError
+        otherwise). Each session is our own copy (``SSL_SESSION_dup``) in a
+        :class:`NativeSession`, passed as OpenSSL reports it: TLS 1.3, once per ticket,
+        inside the ``SSLObject.read()`` that processes it (2 after a full handshake
+        with OpenSSL servers, 1 after a resumption); TLS 1.2, once inside
+        ``do_handshake()`` after a full handshake, none after a resumption.
+        ``on_session`` runs on whatever thread reads; an exception from it is logged
+        at DEBUG on logger ``"aiotlspool"`` and the connection goes on. The
+        registration ends when ``ssl_object`` is garbage; watching it again replaces
+        ``on_session``.
+
+        Returns True when the connection is watched, False when it cannot be (capture
+        another way then): the context is not ``ssl.PROTOCOL_TLS_CLIENT``, or its
+        ``SSL_CTX`` already has a new-session callback that is not ours (never
+        replaced), or ours with a cache mode changed since.
+
+        What is set on the user's ``SSL_CTX``, once, the first time one of its
+        connections is watched (the ``SSL_CTX`` of ``ssl_object.context``):
+
+        * ``SSL_CTX_sess_set_new_cb``: this package's one callback
+          (:mod:`.session_callback`; it is never freed);
+        * ``SSL_CTX_set_session_cache_mode(old | SSL_SESS_CACHE_CLIENT |
+          SSL_SESS_CACHE_NO_INTERNAL_STORE)``: report client sessions to the
+          callback, but never store them in the context's internal cache.
+
+        Why other connections on the same context are unaffected: a client never
+        looks sessions up in the context's cache (it resumes only what
+        ``wrap_bio(session=...)``, ``SSLObject.session = ...`` or :meth:`apply` offer),
+        and with ``NO_INTERNAL_STORE`` nothing is stored there anyway, so no memory
+        grows. For a connection that was not watched the callback returns 0 at once,
+        and OpenSSL frees the reference it took for the call; that connection's own
+        session (``SSLObject.session``) is untouched. Only ``TLS_CLIENT`` contexts are
+        changed: they cannot serve, so no server-side cache is affected. (Checked on
+        OpenSSL 3.0: a session read between two tickets of an unwatched connection
+        stays resumable, and ``session_stats()`` counts as before.) The cost to an
+        unwatched connection is one Python call per new session.
+
+        Do not reassign ``ssl_object.context`` before watching: OpenSSL reports to
+        the callback of the context the connection was created with (its
+        ``session_ctx``, which no public function reveals), so the callback is
+        installed on the new context, True is returned, and nothing is reported
+        unless the original context has been watched too.
+        """
+        if not callable(on_session):
+            raise TypeError("on_session must be callable")
+        ptr = self.ssl_pointer(ssl_object)
+        if not self._fns.in_before(ptr):
+            raise ValueError("watch() must be called before the handshake starts")
+        if ssl_object.context.protocol != ssl.PROTOCOL_TLS_CLIENT or self._fns.is_server(ptr):
+            return False
+        sslctx = self._fns.get_ssl_ctx(ptr)
+        if not sslctx or not session_callback.install(self._fns, sslctx):
+            return False
+        session_callback.register(self._fns, ptr, ssl_object, ssl_object._sslobj, on_session)  # type: ignore[attr-defined]
+        return True
 
     def context_pointer(self, context: ssl.SSLContext) -> int:
         """The ``SSL_CTX*`` of ``context``: PySSLContext's first field after PyObject_HEAD.
@@ -534,211 +374,9 @@ class Libssl:
         return session
 
 
-def _i2d(fns: _Bindings, encode: Callable[[int, Any], int], ptr: int, name: str) -> bytes:
-    """Run an OpenSSL ``i2d_*`` encoder: ask the size, then write into our own buffer."""
-    size = encode(ptr, None)
-    if size <= 0:
-        fns.err_clear()
-        raise ValueError(f"{name} failed")
-    buf = ctypes.create_string_buffer(size)
-    # i2d writes through *pp and advances it; point it at our buffer.
-    cursor = ctypes.c_void_p(ctypes.addressof(buf))
-    if encode(ptr, ctypes.byref(cursor)) != size:
-        fns.err_clear()
-        raise ValueError(f"{name} wrote an unexpected length")
-    return buf.raw
-
-
-_load_lock = threading.Lock()
-# None until load() ran; then the Libssl, or the reason it is unavailable.
-_load_outcome: Libssl | str | None = None
-
-
-def _read_map_lines() -> list[list[str]]:
-    """The lines of /proc/self/maps, split into at most six fields."""
-    try:
-        with open(_MAPS_PATH, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        raise NativeUnavailable(
-            "no readable /proc/self/maps, so the libssl in use cannot be located."
-        ) from None
-    return [line.split(maxsplit=5) for line in lines]
-
-
-def _span(fields: list[str]) -> tuple[int, int]:
-    start, _, end = fields[0].partition("-")
-    return int(start, 16), int(end, 16)
-
-
-def _read_maps() -> list[tuple[int, int, str]]:
-    """File-backed mappings of this process: (start, end, path)."""
-    return [
-        (*_span(fields), fields[5])
-        for fields in _read_map_lines()
-        if len(fields) == 6 and fields[5].startswith("/")
-    ]
-
-
-def _heap_regions() -> list[tuple[int, int]]:
-    """Read-write private mappings that malloc can hand out: [heap] and anonymous ones."""
-    regions = []
-    for fields in _read_map_lines():
-        if len(fields) < 5:
-            continue
-        name = fields[5] if len(fields) == 6 else ""
-        # Named anonymous mappings ("[anon:...]") are anonymous memory too.
-        if fields[1].startswith("rw") and (
-            not name or name == "[heap]" or name.startswith("[anon:")
-        ):
-            regions.append(_span(fields))
-    return regions
-
-
-def _owner(maps: list[tuple[int, int, str]], address: int) -> str | None:
-    """The file mapped at ``address``, if any."""
-    for start, end, path in maps:
-        if start <= address < end:
-            return path
-    return None
-
-
-def _gil_disabled() -> bool:
-    """Whether this is a free-threaded build, or the GIL is off at run time."""
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):
-        return True
-    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
-    return is_gil_enabled is not None and not is_gil_enabled()
-
-
 def _context_field(context: ssl.SSLContext) -> int:
     """PySSLContext's first field after PyObject_HEAD (its ``SSL_CTX*``), read in place."""
     # Checked on the actual type: a subclass is at least as big, never smaller.
     if type(context).__basicsize__ < object.__basicsize__ + _P:
         raise NativeUnavailable("ssl.SSLContext is smaller than the expected PySSLContext.")
     return ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value or 0
-
-
-def _load_uncached() -> Libssl:
-    """Locate, bind and self-check; raise NativeUnavailable with the reason."""
-    try:
-        return _probe()
-    except NativeUnavailable:
-        raise
-    except Exception as exc:  # any surprise means "not usable here", never a crash
-        raise NativeUnavailable(f"binding libssl failed: {exc!r}.") from exc
-
-
-def _probe() -> Libssl:
-    if sys.implementation.name != "cpython":
-        raise NativeUnavailable(
-            f"{sys.implementation.name} is not CPython, whose _ssl structs this relies on."
-        )
-    if _gil_disabled():
-        # Without the GIL another thread may free an SSL* or SSL_SESSION* we borrowed.
-        raise NativeUnavailable(
-            "the GIL is disabled (free-threaded CPython): borrowed pointers would race."
-        )
-    import _ssl
-
-    maps = _read_maps()
-    ssl_module_path = getattr(_ssl, "__file__", None)
-    if not ssl_module_path:
-        raise NativeUnavailable("_ssl is built into the interpreter (OpenSSL linked statically).")
-    ssl_module_path = os.path.realpath(ssl_module_path)
-    noload = getattr(os, "RTLD_NOLOAD", None)
-    if noload is None:
-        raise NativeUnavailable("dlopen(RTLD_NOLOAD) is not available on this platform.")
-    # dlsym through _ssl's own handle searches _ssl and then its dependencies in
-    # load order: the libssl/libcrypto it was linked against. RTLD_NOLOAD means
-    # nothing new is ever loaded.
-    handle = ctypes.PyDLL(ssl_module_path, mode=noload | os.RTLD_NOW)
-    try:
-        fns = _Bindings(handle)
-    except AttributeError as exc:
-        raise NativeUnavailable(
-            f"_ssl exposes no {exc.args[0].split()[-1] if exc.args else 'OpenSSL'} symbol "
-            "(OpenSSL linked statically or too old)."
-        ) from None
-
-    def library_of(fn: Any, name: str) -> str:
-        address = ctypes.cast(fn, ctypes.c_void_p).value or 0
-        path = _owner(maps, address)
-        if path is None:
-            raise NativeUnavailable(f"{name} is not in any mapped file.")
-        if os.path.realpath(path) == ssl_module_path:
-            raise NativeUnavailable(f"{name} lives inside _ssl itself (OpenSSL linked statically).")
-        return path
-
-    libssl_path = library_of(fns.get_session, "SSL_get_session")
-    libcrypto_path = library_of(fns.version_num, "OpenSSL_version_num")
-    for name in _Bindings.__slots__:
-        library_of(getattr(fns, name), name)
-
-    runtime = fns.version_num()
-    if runtime != ssl.OPENSSL_VERSION_NUMBER:
-        raise NativeUnavailable(
-            f"libssl reports version 0x{runtime:x} but ssl.OPENSSL_VERSION_NUMBER is "
-            f"0x{ssl.OPENSSL_VERSION_NUMBER:x}."
-        )
-
-    sslsocket_type = getattr(_ssl, "_SSLSocket", None)
-    if not isinstance(sslsocket_type, type):
-        raise NativeUnavailable("_ssl has no _SSLSocket type.")
-    lib = Libssl(fns, sslsocket_type, _check_layout(sslsocket_type), libssl_path, libcrypto_path)
-    _self_check(lib)
-    return lib
-
-
-def _check_layout(sslsocket_type: type) -> int:
-    """The offset of PySSLSocket.Socket, after checking the struct is big enough to read."""
-    # PyObject_HEAD (object.__basicsize__ bytes, whatever the build), then
-    # Socket, ssl, ctx: pointer-sized fields (the same in CPython 3.10-3.13).
-    socket_offset = object.__basicsize__
-    if sslsocket_type.__basicsize__ < socket_offset + 3 * _P:
-        raise NativeUnavailable("_ssl._SSLSocket is smaller than the expected PySSLSocket layout.")
-    return socket_offset
-
-
-def _self_check(lib: Libssl) -> None:
-    """Exercise the validation on live client and server objects before trusting it.
-
-    Everything checkable without a dereference comes first (the ssl_pointer steps 1-4,
-    a NULL Socket field, both pointers inside read-write heap mappings); OpenSSL is
-    called only after.
-    """
-    for protocol, server_side in (
-        (ssl.PROTOCOL_TLS_CLIENT, False),
-        (ssl.PROTOCOL_TLS_SERVER, True),
-    ):
-        ctx = ssl.SSLContext(protocol)
-        obj = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=server_side)
-        sslobj = getattr(obj, "_sslobj", None)
-        if type(sslobj) is not lib._sslsocket_type:
-            raise NativeUnavailable("SSLObject is not backed by an _ssl._SSLSocket.")
-        if ctypes.c_void_p.from_address(id(sslobj) + lib._socket_offset).value:
-            raise NativeUnavailable("PySSLSocket.Socket is not NULL for a wrap_bio object.")
-        ptr = lib._read_ssl_field(obj, sslobj, id(ctx))
-        sslctx_field = _context_field(ctx)
-        # Read after the objects exist: malloc may have grown the heap for them.
-        regions = _heap_regions()
-        for name, address in (("PySSLSocket.ssl", ptr), ("PySSLContext.ctx", sslctx_field)):
-            if not any(start <= address < end for start, end in regions):
-                raise NativeUnavailable(f"{name} is not inside a read-write heap mapping.")
-        _check_openssl_view(lib, obj, ptr, sslctx_field, server_side)
-
-
-def _check_openssl_view(
-    lib: Libssl, obj: ssl.SSLObject, ptr: int, sslctx_field: int, server_side: bool
-) -> None:
-    """With the pointers validated, OpenSSL's answers must match what Python knows."""
-    fns = lib._fns
-    if lib.ssl_pointer(obj) != ptr:  # the ex_data back-pointer
-        raise NativeUnavailable("ssl_pointer() disagrees with PySSLSocket.ssl.")
-    # PySSLContext starts with its SSL_CTX*; it must be the one this SSL* uses.
-    if fns.get_ssl_ctx(ptr) != sslctx_field:
-        raise NativeUnavailable("SSL_get_SSL_CTX does not match the PySSLContext.")
-    if fns.is_server(ptr) != int(server_side) or fns.in_before(ptr) != 1:
-        raise NativeUnavailable("a fresh SSL* does not report the expected state.")
-    if fns.get_session(ptr) is not None:
-        raise NativeUnavailable("a fresh SSL* already has a session.")

@@ -6,7 +6,8 @@ import logging
 import os
 
 from .base import SessionEngine
-from .libssl import Libssl, NativeUnavailable
+from .libssl import NativeUnavailable
+from .libssl_load import load_libssl
 from .native import NativeSessionEngine
 from .stdlib import StdlibSessionEngine
 
@@ -38,7 +39,7 @@ def select_engine(name: str) -> SessionEngine:
     if name == "stdlib":
         return StdlibSessionEngine()
     try:
-        return NativeSessionEngine(Libssl.load())
+        return NativeSessionEngine(load_libssl())
     except NativeUnavailable as exc:
         if name == "native":
             raise RuntimeError(f"the native session engine is unavailable: {exc}") from None

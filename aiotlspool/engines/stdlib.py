@@ -1,7 +1,8 @@
-"""The standard-library session engine: ``wrap_bio(session=...)`` and ``SSLObject.session``.
+"""The standard-library session engine: ``SSLObject.session``, read and assigned.
 
-Works everywhere, at the price of a DER copy per offer and per capture (and, on Python
-3.10-3.13.0, a leak of ~6.7 KB per ``SSLObject.session`` read).
+Works wherever ``ssl`` does, at the price of a DER copy per offer and per capture (and, on
+Python 3.10-3.13.0, a leak of ~6.7 KB per read of ``SSLObject.session``). It cannot watch a
+connection: Python exposes only the latest session, so the caller captures at a chosen moment.
 """
 
 from __future__ import annotations
@@ -10,44 +11,25 @@ import logging
 import ssl
 
 from ..sessions.cached import CachedSession
-from .base import OfferingContext, SessionEngine
+from .base import SessionEngine
 
 logger = logging.getLogger("aiotlspool")
 
 
 class StdlibSessionEngine(SessionEngine):
-    """Uses only the standard library: ``wrap_bio(session=...)`` and ``SSLObject.session``."""
+    """Uses only the standard library."""
 
     name = "stdlib"
 
-    def wrap(
-        self,
-        offer: OfferingContext,
-        incoming: ssl.MemoryBIO,
-        outgoing: ssl.MemoryBIO,
-        server_side: bool,
-        server_hostname: str | None,
-    ) -> ssl.SSLObject:
-        session = self.session_to_offer(offer)
-        if session is not None:
-            try:
-                ssl_object = offer.context.wrap_bio(
-                    incoming,
-                    outgoing,
-                    server_side=server_side,
-                    server_hostname=server_hostname,
-                    session=session.handle,  # type: ignore[arg-type]
-                )
-            except ValueError as exc:
-                # "Session refers to a different SSLContext": the key should make this
-                # impossible; fall back to a full handshake rather than fail the connection.
-                logger.warning("could not offer a cached session (%s); full handshake", exc)
-            else:
-                offer.offered = True
-                return ssl_object
-        return offer.context.wrap_bio(
-            incoming, outgoing, server_side=server_side, server_hostname=server_hostname
-        )
+    def offer(self, ssl_object: ssl.SSLObject, session: CachedSession) -> bool:
+        try:
+            ssl_object.session = session.handle  # type: ignore[assignment]
+        except (ValueError, TypeError) as exc:
+            # "Session refers to a different SSLContext": the key should make this impossible;
+            # fall back to a full handshake rather than fail the connection.
+            logger.warning("could not offer a cached session (%s); full handshake", exc)
+            return False
+        return True
 
     def capture(self, ssl_object: ssl.SSLObject) -> CachedSession | None:
         session = ssl_object.session  # the one read: a DER copy

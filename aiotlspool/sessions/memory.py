@@ -15,6 +15,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .._validate import count, seconds
 from .cached import TLS13, CachedSession
 from .key import SessionKey
 from .store import SessionCache
@@ -67,9 +68,9 @@ class MemorySessionCache(SessionCache):
     ) -> None:
         if not isinstance(reuse_tls13_tickets, bool):
             raise TypeError(f"reuse_tls13_tickets must be a bool, got {reuse_tls13_tickets!r}")
-        self.max_size = _count("max_size", max_size)
-        self.ttl = _seconds("ttl", ttl)
-        self.tickets_per_endpoint = _count("tickets_per_endpoint", tickets_per_endpoint)
+        self.max_size = count("max_size", max_size, minimum=1)
+        self.ttl = seconds("ttl", ttl)
+        self.tickets_per_endpoint = count("tickets_per_endpoint", tickets_per_endpoint, minimum=1)
         self.reuse_tls13_tickets = reuse_tls13_tickets
         self._entries: OrderedDict[SessionKey, _Entry] = OrderedDict()
         self._lock = threading.Lock()
@@ -90,12 +91,12 @@ class MemorySessionCache(SessionCache):
         applies to stored sessions too (counted from when each was stored); a smaller
         ``tickets_per_endpoint`` drops the oldest tickets. Arguments left None are unchanged.
         """
-        new_size = self.max_size if max_size is None else _count("max_size", max_size)
-        new_ttl = self.ttl if ttl is None else _seconds("ttl", ttl)
+        new_size = self.max_size if max_size is None else count("max_size", max_size, minimum=1)
+        new_ttl = self.ttl if ttl is None else seconds("ttl", ttl)
         new_tickets = (
             self.tickets_per_endpoint
             if tickets_per_endpoint is None
-            else _count("tickets_per_endpoint", tickets_per_endpoint)
+            else count("tickets_per_endpoint", tickets_per_endpoint, minimum=1)
         )
         with self._lock:
             self.max_size, self.ttl, self.tickets_per_endpoint = new_size, new_ttl, new_tickets
@@ -140,6 +141,10 @@ class MemorySessionCache(SessionCache):
             return newest
 
     async def put(self, key: SessionKey, session: CachedSession) -> None:
+        self.put_nowait(key, session)
+
+    def put_nowait(self, key: SessionKey, session: CachedSession) -> None:
+        """Store a session without awaiting (what :meth:`put` does, callable from a callback)."""
         if self.lifetime_of(session) <= 0:
             return
         server_left = self._server_lifetime_left(session)
@@ -225,22 +230,6 @@ class MemorySessionCache(SessionCache):
         for key, entry in list(self._entries.items()):
             if entry.tls_version == TLS13:
                 del self._entries[key]
-
-
-def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value!r}")
-    return value
-
-
-def _seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not value > 0:
-        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
-    return float(value)
 
 
 # Every MemorySessionCache of this process, so that a fork can split them (see below).

@@ -26,6 +26,7 @@ import weakref
 from dataclasses import dataclass
 
 from ..engines.libssl import Libssl, NativeUnavailable
+from ..engines.libssl_load import load_libssl
 
 __all__ = ["Verification", "verification_of"]
 
@@ -69,7 +70,7 @@ def _binding() -> Libssl | None:
     global _libssl, _libssl_looked_up
     if not _libssl_looked_up:
         try:
-            _libssl = Libssl.load()
+            _libssl = load_libssl()
         except NativeUnavailable:
             _libssl = None
         _libssl_looked_up = True
