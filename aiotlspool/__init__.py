@@ -19,6 +19,13 @@ from .exceptions import (
     ResumptionRejected,
     TLSHandshakeError,
 )
+from .integrations.context import (
+    disable_resumption,
+    enable_resumption,
+    resumption_cache,
+    resumption_stats,
+)
+from .integrations.stats import ResumptionStats
 from .pool import Pool
 from .sessions.cached import CachedSession
 from .sessions.key import SessionKey, session_key
@@ -42,8 +49,13 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "ResumptionRejected",
+    "ResumptionStats",
     "SessionCache",
     "SessionKey",
     "TLSHandshakeError",
+    "disable_resumption",
+    "enable_resumption",
+    "resumption_cache",
+    "resumption_stats",
     "session_key",
 ]

@@ -315,11 +315,15 @@ class Connector:
         self.counters.stale_sessions_dropped += 1
         return False
 
-    async def released(self, record: ConnectionRecord) -> None:
-        """The connection goes back to the pool: capture a TLS 1.3 session now if its ticket
-        has arrived (servers send tickets before any application data)."""
+    def released(self, record: ConnectionRecord) -> Awaitable[None] | None:
+        """The connection goes back to the pool: the capture to await, if a TLS 1.3 session is
+        still to be captured and its ticket has arrived (servers send tickets before any
+        application data); None (nothing to await, no coroutine made) otherwise. Awaiting it is
+        cancel-safe: a capture into the default store completes without suspending, and a
+        custom store's put is shielded."""
         if record.capture_pending and record.connection.bytes_received:
-            await self._capture(record)
+            return self._capture(record)
+        return None
 
     async def _capture(self, record: ConnectionRecord) -> None:
         """Capture the connection's latest session, once per connection."""

@@ -176,8 +176,7 @@ class Pool(PoolTLS):
         if slot is None:
             return  # closed by the user after checkout: nothing left to give back
         record = slot.record
-        assert record is not None
-        # Whether the socket has unread bytes is asked at checkout, when it matters.
+        assert record is not None  # (whether the socket has unread bytes is asked at checkout)
         reusable = (
             not self._closed
             and conn.is_reusable(ask_socket=False)
@@ -188,9 +187,10 @@ class Pool(PoolTLS):
             self._table.make_idle(slot, self._now())
             to_close = self._assign()
             self._lifetimes.watch(slot)
-            # Cancel-safe without a shield (a task per call): a capture is synchronous and a
-            # custom cache's put is shielded (see Connector.released).
-            await self._connector.released(record)
+            # Cancel-safe without a shield (a task per call): see Connector.released.
+            capture = self._connector.released(record)
+            if capture is not None:
+                await capture
         else:
             self._table.remove(slot)
             to_close = [record, *self._assign()]

@@ -19,10 +19,23 @@ from .endpoint import Endpoint
 from .engines.native import NativeSessionEngine
 from .engines.select import select_engine
 from .exceptions import PoolClosed
+from .integrations.classes import ResumingSSLObject
 from .sessions import transfer
 from .sessions.memory import MemorySessionCache
 from .sessions.store import SessionCache
 from .stats import Counters
+
+
+def _checked_context(ssl_context: object) -> ssl.SSLContext:
+    if not isinstance(ssl_context, ssl.SSLContext):
+        raise TypeError(f"ssl_context must be an ssl.SSLContext, got {ssl_context!r}")
+    if issubclass(ssl_context.sslobject_class, ResumingSSLObject):
+        # Both would offer and capture on every connection (and count it twice).
+        raise ValueError(
+            "this context resumes sessions by itself (enable_resumption); give the pool a "
+            "context without it, or call disable_resumption(ctx) first"
+        )
+    return ssl_context
 
 
 class PoolTLS(ABC):
@@ -36,10 +49,9 @@ class PoolTLS(ABC):
         config: PoolConfig,
         background: Background,
     ) -> None:
-        if ssl_context is None:
-            ssl_context = ssl.create_default_context()
-        elif not isinstance(ssl_context, ssl.SSLContext):
-            raise TypeError(f"ssl_context must be an ssl.SSLContext, got {ssl_context!r}")
+        ssl_context = _checked_context(
+            ssl.create_default_context() if ssl_context is None else ssl_context
+        )
         if session_cache is None:
             cache: SessionCache | None = MemorySessionCache()
         elif session_cache is False:
@@ -88,8 +100,7 @@ class PoolTLS(ABC):
         dropped (``stale_sessions_dropped``) and never offered under the new one. Returns once
         the idle connections are closed.
         """
-        if not isinstance(ssl_context, ssl.SSLContext):
-            raise TypeError(f"ssl_context must be an ssl.SSLContext, got {ssl_context!r}")
+        _checked_context(ssl_context)
         self._check_loop()
         if self._closed:
             raise PoolClosed("the pool is closed; cannot replace its ssl_context")

@@ -48,11 +48,18 @@ def new_client(client: ssl.SSLContext, **kw: object) -> ssl.SSLObject:
     return client.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="localhost", **kw)  # type: ignore[arg-type]
 
 
-def connected(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> ssl.SSLObject:
-    """A client SSLObject after a full handshake and after reading the server's tickets."""
+def connected(
+    server_ctx: ssl.SSLContext,
+    client_ctx: ssl.SSLContext,
+    before_handshake: Callable[[ssl.SSLObject], object] | None = None,
+) -> ssl.SSLObject:
+    """A client SSLObject after a full handshake and after reading the server's tickets;
+    ``before_handshake`` is called with it first."""
     c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
     client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
     server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    if before_handshake is not None:
+        before_handshake(client)
     done = [False, False]
     while not all(done):
         for i, (obj, src, dst) in enumerate(((client, c_out, s_in), (server, s_out, c_in))):
@@ -183,22 +190,10 @@ def watch_timings(lib: Libssl) -> None:
         received.append(session)
         received.clear()  # frees the copy, as a consumer replacing its last session would
 
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    conn = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    assert lib.watch(conn, sink)
-    done = [False, False]
-    while not all(done):
-        for i, (obj, src, dst) in enumerate(((conn, c_out, s_in), (server, s_out, c_in))):
-            if not done[i]:
-                try:
-                    obj.do_handshake()
-                    done[i] = True
-                except ssl.SSLWantReadError:
-                    pass
-            dst.write(src.read())
-    with contextlib.suppress(ssl.SSLWantReadError):
-        conn.read(1)
+    def watch(conn: ssl.SSLObject) -> None:
+        assert lib.watch(conn, sink)
+
+    conn = connected(server_ctx, client_ctx, before_handshake=watch)
     ssl_ptr = lib.ssl_pointer(conn)
     session_ptr = lib._fns.get_session(ssl_ptr)
     assert session_ptr

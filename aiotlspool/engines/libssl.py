@@ -286,6 +286,21 @@ class Libssl:
     # The earlier name, kept for existing callers.
     context_certificate = client_certificate
 
+    def context_probe(self, context: ssl.SSLContext) -> tuple[int, int, bytes | None]:
+        """What may change in a context that Python cannot read, cheaply, for one
+        comparison per connect: the security level, how many objects its trust store holds
+        (a store only grows), and the client certificate's DER (or None)."""
+        sslctx = self.context_pointer(context)
+        store = self._fns.ctx_cert_store(sslctx)
+        # Only the stack's count is read, without the store's lock: another thread may add to
+        # the stack meanwhile, which changes the count (the next probe sees it) but not the
+        # stack header read here.
+        objects = self._fns.store_get0_objects(store) if store else None
+        count = self._fns.sk_num(objects) if objects else 0
+        cert = self._fns.ctx_certificate(sslctx)
+        der = _i2d(self._fns, self._fns.i2d_x509, cert, "i2d_X509") if cert else None
+        return self._fns.ctx_security_level(sslctx), count, der
+
     def trust_store(self, context: ssl.SSLContext) -> list[tuple[str, bytes]]:
         """Every object in the context's X509_STORE: ``("cert", der)``, ``("crl", der)``.
 

@@ -17,13 +17,16 @@ security level and the contents of non-CA certificates and CRLs (their counts st
 
 from __future__ import annotations
 
+import _ssl
 import hashlib
 import json
 import os
 import ssl
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from ..engines.libssl import Libssl, NativeUnavailable
 from ..engines.libssl_load import load_libssl
@@ -77,23 +80,29 @@ def _binding() -> Libssl | None:
     return _libssl
 
 
+# The raw values, through the C base class: ssl.SSLContext's own properties wrap each in an
+# enum, which costs more than the rest of the probe.
+_raw_verify_mode, _raw_verify_flags, _raw_options, _raw_min, _raw_max = (
+    cast(Callable[[ssl.SSLContext], int], getattr(_ssl._SSLContext, name).__get__)
+    for name in ("verify_mode", "verify_flags", "options", "minimum_version", "maximum_version")
+)
+
+
 def _probe(context: ssl.SSLContext, libssl: Libssl | None) -> tuple[object, ...]:
-    store = context.cert_store_stats()
     probe: tuple[object, ...] = (
-        int(context.verify_mode),
+        _raw_verify_mode(context),
+        _raw_verify_flags(context),
+        _raw_options(context),
+        _raw_min(context),
+        _raw_max(context),
         context.check_hostname,
         context.hostname_checks_common_name,
-        int(context.verify_flags),
-        int(context.options),
-        int(context.minimum_version),
-        int(context.maximum_version),
-        store["x509"],
-        store["x509_ca"],
-        store["crl"],
     )
     if libssl is not None:
-        probe += (libssl.security_level(context), _digest(libssl.client_certificate(context)))
-    return probe
+        level, objects, client_cert = libssl.context_probe(context)
+        return (*probe, level, objects, client_cert)
+    store = context.cert_store_stats()
+    return (*probe, store["x509"], store["x509_ca"], store["crl"])
 
 
 def _fingerprint(context: ssl.SSLContext, libssl: Libssl | None) -> str:
