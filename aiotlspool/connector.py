@@ -1,22 +1,18 @@
 """Opens TLS connections: offers a cached session, judges the handshake, stores what comes back.
 
-This is the only module that calls the event loop's ``create_connection``. One connection's
-life as seen from here:
+The only module that calls ``create_connection``. One connection's life as seen from here:
 
-1. the key for the endpoint under the context's settings as they are now
-   (:class:`~aiotlspool.sessions.keyring.KeyRing`); sessions of changed settings are dropped;
-2. a session taken from the store for that key;
-3. TCP + TLS through an :class:`~aiotlspool.offering.OfferingContext`, whose ``wrap_bio``
-   has the session engine offer the session and watch the connection for new ones;
-4. the outcome counted (full, resumed, rejected), a refused session dropped;
-5. every new session stored as it arrives: a watched connection (native engine) delivers the
-   TLS 1.2 session at the end of the handshake and each TLS 1.3 ticket when it comes, to
-   :meth:`Connector._store_captured`. Otherwise (stdlib engine) the connection's latest session
-   is captured once: TLS 1.2 right after the handshake; TLS 1.3 at release once data has
-   arrived (tickets come first), or else after the close_notify exchange at close.
+1. the key for the endpoint (:class:`~aiotlspool.sessions.keyring.KeyRing`) and a session
+   taken from the store for it;
+2. TCP + TLS through an :class:`~aiotlspool.offering.OfferingContext`, whose ``wrap_bio`` reads
+   the context's settings (a change since the take: nothing offered or captured, and the next
+   connect drops the stale sessions) and has the engine offer the session and watch;
+3. the outcome counted (full, resumed, rejected), a refused session dropped;
+4. each new session stored as it arrives (native engine: TLS 1.2 at the end of the handshake,
+   TLS 1.3 tickets when they come), or else captured once: TLS 1.2 after the handshake,
+   TLS 1.3 at release once data arrived (tickets come first) or after close_notify at close.
 
-The connector keeps a :class:`ConnectionRecord` per open connection; the pool holds it on the
-connection's slot and hands it back to :meth:`released` and :meth:`close`.
+A :class:`ConnectionRecord` per open connection is held by the pool on its slot.
 """
 
 from __future__ import annotations
@@ -26,7 +22,6 @@ import logging
 import random
 import ssl
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
@@ -37,7 +32,7 @@ from .connection import Connection, StreamProtocol
 from .endpoint import Endpoint
 from .engines.base import SessionEngine
 from .exceptions import ConnectError, ConnectTimeout, ResumptionRejected, is_transient, translate
-from .offering import OfferingContext
+from .offering import Arrivals, OfferingContext
 from .sessions.cached import TLS13, CachedSession
 from .sessions.key import SessionKey
 from .sessions.keyring import KeyRing, StaleRule
@@ -90,10 +85,12 @@ class Connector:
     def ssl_context(self) -> ssl.SSLContext:
         return self.keys.context
 
-    async def current_key(self, endpoint: Endpoint) -> tuple[SessionKey, Verification]:
+    async def current_key(
+        self, endpoint: Endpoint, *, reread: bool = True
+    ) -> tuple[SessionKey, Verification]:
         """The key for ``endpoint`` under the context's settings as they are now; when they
         changed, the sessions of the old settings are dropped (``stale_sessions_dropped``)."""
-        key, verification, stale = self.keys.key_for(endpoint)
+        key, verification, stale = self.keys.key_for(endpoint, reread=reread)
         if stale is not None:
             await self._drop_stale(stale)
         return key, verification
@@ -117,18 +114,23 @@ class Connector:
         all attempts together. Raises a :class:`ConnectError` subclass naming the endpoint.
         """
         context = self.ssl_context  # the one this connection uses, even if replaced meanwhile
-        key, verification = await self.current_key(endpoint)
+        # The settings are read once per connect, in wrap_bio, right before the handshake: a
+        # session taken under settings that changed since is not offered there, and the next
+        # connect reads them here again (and drops the stale sessions).
+        key, verification = await self.current_key(endpoint, reread=False)
         attempt = 0
         try:
             async with deadline(self.config.connect_timeout):
                 while True:
                     offer = await self.take_session(key)
-                    arrivals = None if self.cache is None else _Arrivals(self, key)
+                    arrivals = None if self.cache is None else Arrivals(self._store_arrived, key)
                     offering = OfferingContext(context, self.engine, verification, offer, arrivals)
                     try:
                         return await self._connect_once(endpoint, key, offering, close_hook)
                     except BaseException as exc:
                         self._forget_or_return(key, offering)
+                        if offering.settings_changed:
+                            await self.current_key(endpoint)  # drops the stale sessions
                         if isinstance(exc, ConnectError) or not isinstance(exc, OSError):
                             raise
                         if attempt >= self.config.connect_retries or not is_transient(exc):
@@ -161,8 +163,10 @@ class Connector:
         session = offering.session
         if session is None or self.cache is None or offering.handshake_done:
             return  # (after the handshake, the outcome was handled there)
-        if offering.settings_changed:
-            return  # taken under settings the context no longer has: stale
+        if offering.settings_changed:  # taken under settings the context no longer has
+            if session.single_use:
+                self.counters.stale_sessions_dropped += 1  # out of the cache for nothing
+            return
         if offering.handshake_started:
             if not session.single_use:  # a TLS 1.3 ticket left the cache when it was taken
                 self.spawn(self.cache.invalidate(key, session))
@@ -214,12 +218,17 @@ class Connector:
     ) -> ConnectionRecord:
         reused = conn.session_reused
         offer = offering.session
+        capture = self.cache is not None
         if offering.settings_changed:
-            # The context changed between taking the session and the handshake: the session
-            # was not offered, and this connection's own session belongs to neither key.
+            # The context changed between the take and the handshake: the session was not
+            # offered; this connection's own sessions go under the key of the new settings.
             if offer is not None and offer.single_use:
                 self.counters.stale_sessions_dropped += 1  # taken out of the cache for nothing
             offer = None
+            key, now = await self.current_key(conn.endpoint)  # (drops the stale sessions)
+            capture = capture and now is offering.verification  # (unless changed yet again)
+            if isinstance(offering.sink, Arrivals):
+                offering.sink.key = key if capture else None
         rejected = offering.offered and not reused
         self.counters.connections_opened += 1
         if reused:
@@ -239,9 +248,8 @@ class Connector:
             conn,
             key,
             # Only what the engine does not watch; a resumed TLS 1.2 session stays cached.
-            capture_pending=self.cache is not None
+            capture_pending=capture
             and not offering.watched
-            and not offering.settings_changed
             and not (reused and conn.tls_version != TLS13),
             resumed_session_id=offer.session_id if reused and offer is not None else b"",
         )
@@ -252,9 +260,10 @@ class Connector:
         # Sessions that arrived during the handshake (TLS 1.2, delivered by a watching engine,
         # or captured now) are stored before connect returns: concurrent connects can already
         # resume with them. Later ones (TLS 1.3 tickets) are stored as they arrive.
-        if isinstance(offering.sink, _Arrivals):
+        if isinstance(offering.sink, Arrivals):
             for session in offering.sink.stop_holding():
-                await self._store_now(key, session)
+                if capture:
+                    await self._store_now(key, session)
         if conn.tls_version != TLS13:
             await self._capture(record)
         if rejected and self.config.require_resumption:
@@ -371,30 +380,3 @@ class Connector:
             record.closing = True
             self.counters.connections_closed += 1
             record.connection.abort()
-
-
-class _Arrivals:
-    """The sink for the sessions a watched connection delivers: held until the handshake has
-    been judged (so that connect stores them before it returns), then stored as they come.
-
-    It holds its connector weakly: the event loop's transport keeps the sink alive as long as
-    the socket is open, and that must not keep a pool nobody uses alive (nor hide that it was
-    never closed).
-    """
-
-    __slots__ = ("connector", "held", "key")
-
-    def __init__(self, connector: Connector, key: SessionKey) -> None:
-        self.connector = weakref.ref(connector)
-        self.key = key
-        self.held: list[CachedSession] | None = []
-
-    def __call__(self, session: CachedSession) -> None:
-        if self.held is not None:
-            self.held.append(session)
-        elif (connector := self.connector()) is not None:
-            connector._store_arrived(self.key, session)
-
-    def stop_holding(self) -> list[CachedSession]:
-        held, self.held = self.held or [], None
-        return held

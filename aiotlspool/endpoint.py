@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +18,14 @@ class Endpoint:
     host: str
     port: int
     server_hostname: str
+    # Endpoints key several dicts on every checkout: hash once.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.host, self.port, self.server_hostname)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @classmethod
     def create(cls, host: str, port: int, server_hostname: str | None = None) -> Endpoint:

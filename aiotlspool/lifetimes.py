@@ -42,12 +42,11 @@ class Lifetimes:
 
     def expiry_time(self, slot: Slot) -> float | None:
         """Loop time at which an idle ``slot`` expires (None: never)."""
-        times = []
-        if self.idle_timeout is not None:
-            times.append(slot.released_at + self.idle_timeout)
+        when = None if self.idle_timeout is None else slot.released_at + self.idle_timeout
         if self.max_lifetime is not None and slot.record is not None:
-            times.append(slot.record.connection.created_at + self.max_lifetime)
-        return min(times) if times else None
+            end_of_life = slot.record.connection.created_at + self.max_lifetime
+            when = end_of_life if when is None else min(when, end_of_life)
+        return when
 
     def watch(self, slot: Slot) -> None:
         """Make sure the reaper runs when the idle ``slot`` expires."""

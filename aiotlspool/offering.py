@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import ssl
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from .engines.base import SessionEngine, SessionSink
 from .sessions.cached import CachedSession
+from .sessions.key import SessionKey
 from .sessions.verification import Verification, verification_of
 
 
@@ -24,8 +27,8 @@ class OfferingContext:
 
     ``verification`` is the context's settings when the session was taken. The context may
     change before the loop calls :meth:`wrap_bio`; the settings are read again there, and if
-    they changed (``settings_changed``) nothing is offered and nothing captured: the session may
-    come from weaker settings, and this connection's own belongs to neither key.
+    they changed (``settings_changed``) the session is not offered - it may come from weaker
+    settings - and ``verification`` becomes the settings the handshake runs under.
     """
 
     __slots__ = (
@@ -75,10 +78,11 @@ class OfferingContext:
             incoming, outgoing, server_side=server_side, server_hostname=server_hostname
         )
         self.ssl_object = ssl_object
-        if verification_of(self.context) is not self.verification:
-            self.settings_changed = True
-            return ssl_object
-        if self.session is not None:
+        now = verification_of(self.context)
+        if now is not self.verification:
+            self.settings_changed = True  # the session may come from weaker settings
+            self.verification = now  # what this handshake runs under
+        elif self.session is not None:
             self.offered = self.engine.offer(ssl_object, self.session)
         if self.sink is not None:
             self.watched = self.engine.watch(ssl_object, self.sink)
@@ -87,3 +91,32 @@ class OfferingContext:
     def __getattr__(self, name: str) -> Any:
         # Anything else a loop might read (e.g. check_hostname) comes from the real context.
         return getattr(self.context, name)
+
+
+class Arrivals:
+    """The sink for the sessions a watched connection delivers: held until the handshake has
+    been judged (so that connect stores them before it returns), then passed to ``store`` with
+    ``key`` as they come (``key`` None: dropped).
+
+    ``store`` is held weakly (a bound method of the connector): the event loop's transport keeps
+    the sink alive as long as the socket is open, and that must not keep a pool nobody uses
+    alive (nor hide that it was never closed).
+    """
+
+    __slots__ = ("held", "key", "store")
+
+    def __init__(self, store: Callable[[SessionKey, CachedSession], None], key: SessionKey):
+        self.store = weakref.WeakMethod(store)
+        self.key: SessionKey | None = key
+        self.held: list[CachedSession] | None = []
+
+    def __call__(self, session: CachedSession) -> None:
+        if self.held is not None:
+            self.held.append(session)
+        elif self.key is not None and (store := self.store()) is not None:
+            store(self.key, session)
+
+    def stop_holding(self) -> list[CachedSession]:
+        """Stop holding; return what was held."""
+        held, self.held = self.held or [], None
+        return held

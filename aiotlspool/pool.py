@@ -34,9 +34,9 @@ class Pool(PoolTLS):
 
     Args:
         ssl_context: the context every connection uses (default
-            ``ssl.create_default_context()``). It is never modified. Sessions are bound to this
-            object and to its verification settings, read again at every connect; replace it
-            at runtime with :meth:`set_ssl_context`.
+            ``ssl.create_default_context()``); its settings are never changed (the native
+            engine adds OpenSSL's new-session callback: docs/usage.md). Sessions are bound to it
+            and to its settings, read at every connect; replace it with :meth:`set_ssl_context`.
         session_cache: ``None`` for a private :class:`MemorySessionCache`, ``False`` to disable
             resumption, or any :class:`SessionCache` (which may be shared between pools).
         max_connections: connections open at once, all endpoints together (default 100).
@@ -145,11 +145,11 @@ class Pool(PoolTLS):
         self._check_loop()
         if self._closed:
             raise PoolClosed(f"the pool is closed; cannot connect to {endpoint}")
-        slot: Slot | None = None
-        if not self._table.has_waiters(endpoint):  # nobody queued before us: no waiter needed
-            to_close: list[ConnectionRecord] = []
-            slot = self._table.claim(endpoint, to_close)
-            self._background.close(to_close)
+        to_close: list[ConnectionRecord] = []
+        slot = self._table.claim_unqueued(endpoint, to_close)  # (a waiter only when needed)
+        self._background.close(to_close)
+        if slot is not None and slot.record is not None:
+            return self._hand_out(slot)  # an idle one: no deadline to set up
         try:
             async with deadline(self.config.acquire_timeout):
                 if slot is None:
@@ -172,19 +172,19 @@ class Pool(PoolTLS):
         A connection that is closed, or past ``max_lifetime``, or made with a context since
         replaced, is closed instead. Releasing twice raises RuntimeError.
         """
-        slot = self._checked_out_slot(conn, "release")
-        if slot is None:
+        if (slot := self._checked_out_slot(conn, "release")) is None:
             return  # closed by the user after checkout: nothing left to give back
         record = slot.record
         assert record is not None  # (whether the socket has unread bytes is asked at checkout)
+        now = self._now()
         reusable = (
             not self._closed
             and conn.is_reusable(ask_socket=False)
-            and not self._lifetimes.too_old(conn, self._now())
+            and not self._lifetimes.too_old(conn, now)
             and conn.ssl_object.context is self._connector.ssl_context
         )
         if reusable:
-            self._table.make_idle(slot, self._now())
+            self._table.make_idle(slot, now)
             to_close = self._assign()
             self._lifetimes.watch(slot)
             # Cancel-safe without a shield (a task per call): see Connector.released.
@@ -269,7 +269,7 @@ class Pool(PoolTLS):
         self._background.close(to_close + self._assign())
 
     def _assign(self) -> list[ConnectionRecord]:
-        return [] if self._closed else self._table.assign()
+        return self._table.assign() if self._table.waiting and not self._closed else []
 
     def _removed(self, slot: Slot) -> None:
         """Called by the table for every slot it stops counting."""
@@ -278,8 +278,7 @@ class Pool(PoolTLS):
         if self._drained is not None and not self._table.slots:
             self._drained.set()
 
-    def _unusable(self, slot: Slot) -> bool:
-        """Whether an idle slot's connection must be closed rather than handed out."""
+    def _unusable(self, slot: Slot) -> bool:  # (an idle one: to close rather than hand out?)
         return self._lifetimes.unusable(slot, self._now(), self._connector.ssl_context)
 
     def _reap(self) -> None:

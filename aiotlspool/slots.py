@@ -85,9 +85,12 @@ class SlotTable:
         self._endpoints: dict[Endpoint, _EndpointSlots] = {}
         self._order = itertools.count()
 
-    def has_waiters(self, endpoint: Endpoint) -> bool:
+    def claim_unqueued(self, endpoint: Endpoint, to_close: list[ConnectionRecord]) -> Slot | None:
+        """:meth:`claim` for an acquire that no waiter of its endpoint is queued before."""
         slots = self._endpoints.get(endpoint)
-        return slots is not None and bool(slots.waiters)
+        if slots is not None and slots.waiters:
+            return None
+        return self.claim(endpoint, to_close)
 
     def idle_slots(self) -> list[Slot]:
         return [slot for slot in self.slots if slot.state is SlotState.IDLE]

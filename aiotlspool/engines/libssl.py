@@ -1,9 +1,7 @@
 """A ctypes binding to the libssl that the running ``_ssl`` module uses.
 
-The stdlib copies a session through DER on every ``SSLObject.session`` read and
-every ``wrap_bio(session=...)`` (hundreds of microseconds, and the read leaks on
-3.10-3.13).  This module reaches the ``SSL*`` behind an ``SSLObject`` and keeps
-its own ``SSL_SESSION*`` copies instead.
+The stdlib copies a session through DER on every read and offer (hundreds of microseconds,
+and the read leaks on 3.10-3.13); this reaches the ``SSL*`` behind an ``SSLObject`` instead.
 
 Nothing here may crash the interpreter.  The ``SSL*`` is read from CPython's
 private ``PySSLSocket`` struct, so every pointer read from it is checked against
@@ -20,6 +18,7 @@ libssl and the self-check; ``load_libssl()`` is the way to obtain a :class:`Libs
 
 from __future__ import annotations
 
+import _ssl
 import contextlib
 import ctypes
 import ssl
@@ -43,6 +42,15 @@ _ThreePointers = ctypes.c_void_p * 3
 # X509_OBJECT_get_type values (X509_LOOKUP_TYPE).
 _X509_LU_X509 = 1
 _X509_LU_CRL = 2
+
+
+# The context's protocol as a plain int, through the C base class (ssl.SSLContext.protocol
+# builds an enum on every read).
+_protocol_of = cast(
+    Callable[[ssl.SSLContext], int],
+    getattr(_ssl._SSLContext, "protocol").__get__,  # noqa: B009 - typeshed says int
+)
+_TLS_CLIENT = int(ssl.PROTOCOL_TLS_CLIENT)
 
 
 class Libssl:
@@ -204,17 +212,12 @@ class Libssl:
           SSL_SESS_CACHE_NO_INTERNAL_STORE)``: report client sessions to the
           callback, but never store them in the context's internal cache.
 
-        Why other connections on the same context are unaffected: a client never
-        looks sessions up in the context's cache (it resumes only what
-        ``wrap_bio(session=...)``, ``SSLObject.session = ...`` or :meth:`apply` offer),
-        and with ``NO_INTERNAL_STORE`` nothing is stored there anyway, so no memory
-        grows. For a connection that was not watched the callback returns 0 at once,
-        and OpenSSL frees the reference it took for the call; that connection's own
-        session (``SSLObject.session``) is untouched. Only ``TLS_CLIENT`` contexts are
-        changed: they cannot serve, so no server-side cache is affected. (Checked on
-        OpenSSL 3.0: a session read between two tickets of an unwatched connection
-        stays resumable, and ``session_stats()`` counts as before.) The cost to an
-        unwatched connection is one Python call per new session.
+        Why other connections on the same context are unaffected: a client never looks
+        sessions up in the context's cache (it resumes only what is offered), and with
+        ``NO_INTERNAL_STORE`` nothing is stored there. For an unwatched connection the
+        callback returns 0 at once and OpenSSL frees the reference it took; its own
+        ``SSLObject.session`` is untouched. Only ``TLS_CLIENT`` contexts are changed: they
+        cannot serve, so no server-side cache is affected. (Checked on OpenSSL 3.0.)
 
         Do not reassign ``ssl_object.context`` before watching: OpenSSL reports to
         the callback of the context the connection was created with (its
@@ -227,7 +230,7 @@ class Libssl:
         ptr = self.ssl_pointer(ssl_object)
         if not self._fns.in_before(ptr):
             raise ValueError("watch() must be called before the handshake starts")
-        if ssl_object.context.protocol != ssl.PROTOCOL_TLS_CLIENT or self._fns.is_server(ptr):
+        if _protocol_of(ssl_object.context) != _TLS_CLIENT or self._fns.is_server(ptr):
             return False
         sslctx = self._fns.get_ssl_ctx(ptr)
         if not sslctx or not session_callback.install(self._fns, sslctx):
@@ -255,11 +258,12 @@ class Libssl:
 
     def _validated_field(self, context: ssl.SSLContext) -> int | None:
         """The field value validated earlier for ``context``, if any."""
-        with self._contexts_lock:
-            try:
-                return self._contexts.get(context)
-            except TypeError:  # a subclass that made itself unhashable
-                return None
+        # No lock to read: a dict lookup is atomic under the GIL (free-threaded builds are
+        # refused), and writers hold the lock.
+        try:
+            return self._contexts.get(context)
+        except TypeError:  # a subclass that made itself unhashable
+            return None
 
     def _validate_context(self, context: ssl.SSLContext, field: int) -> None:
         """Require SSL_get_SSL_CTX of a throwaway connection on ``context`` to be ``field``."""
@@ -282,9 +286,6 @@ class Libssl:
         if not cert:
             return None
         return _i2d(self._fns, self._fns.i2d_x509, cert, "i2d_X509")
-
-    # The earlier name, kept for existing callers.
-    context_certificate = client_certificate
 
     def context_probe(self, context: ssl.SSLContext) -> tuple[int, int, bytes | None]:
         """What may change in a context that Python cannot read, cheaply, for one

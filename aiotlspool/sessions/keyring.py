@@ -31,10 +31,19 @@ class KeyRing:
         self._verification: Verification | None = None
         self._keys: dict[Endpoint, SessionKey] = {}
 
-    def key_for(self, endpoint: Endpoint) -> tuple[SessionKey, Verification, StaleRule | None]:
+    def key_for(
+        self, endpoint: Endpoint, *, reread: bool = True
+    ) -> tuple[SessionKey, Verification, StaleRule | None]:
         """The key for ``endpoint`` under the settings the context has now, those settings,
-        and - when they changed since the last call - which stored keys they made stale."""
-        verification = verification_of(self.context)
+        and - when they changed since the last call - which stored keys they made stale.
+
+        ``reread=False`` trusts the settings read last (a caller that checks them again
+        before the session is used, as the connector does in ``wrap_bio``).
+        """
+        if reread or self._verification is None:
+            verification = verification_of(self.context)
+        else:
+            verification = self._verification
         stale: StaleRule | None = None
         if verification is not self._verification:
             previous, self._verification = self._verification, verification

@@ -821,7 +821,6 @@ def test_client_certificate(pki: Pki) -> None:
     pki.cert.configure_cert(ctx)
     expected = ssl.PEM_cert_to_DER_cert(pki.cert.cert_chain_pems[0].bytes().decode())
     assert LIB.client_certificate(ctx) == expected
-    assert LIB.context_certificate(ctx) == expected
 
 
 def _crl(ca: trustme.CA) -> tuple[bytes, bytes]:
