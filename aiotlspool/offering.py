@@ -78,6 +78,8 @@ class OfferingContext:
             incoming, outgoing, server_side=server_side, server_hostname=server_hostname
         )
         self.ssl_object = ssl_object
+        if self.session is None and self.sink is None:
+            return ssl_object  # no session store: nothing to offer, nothing to key
         now = verification_of(self.context)
         if now is not self.verification:
             self.settings_changed = True  # the session may come from weaker settings
