@@ -23,10 +23,8 @@ def main() -> None:
         f"verification_of, unchanged context ({context.cert_store_stats()['x509']} certificates):"
         f" median {statistics.median(runs) * 1e6:.1f} us, min {min(runs) * 1e6:.1f} us"
     )
-    fingerprint = timeit.timeit(
-        lambda: (context.load_verify_locations(cadata=_leaf_pem()), verification_of(context)),
-        number=1,
-    )
+    context.load_verify_locations(cadata=_leaf_pem())  # one more certificate: a change
+    fingerprint = timeit.timeit(lambda: verification_of(context), number=1)
     print(f"after a change (full fingerprint of the store): {fingerprint * 1e3:.1f} ms")
 
 
