@@ -23,7 +23,7 @@ from aiotlspool import (
 )
 from aiotlspool.integrations.state import normalize_server_name
 
-from ..support.helpers import HOST, NAME
+from ..support.helpers import HOST, NAME, require_module
 from ..support.servers import (
     Server,
     ThreadServer,
@@ -89,7 +89,7 @@ async def test_start_tls_resumes(ca: trustme.CA, server: Server, tls_version: st
 
 
 async def test_anyio_connect_tcp_resumes(ca: trustme.CA, server: Server, tls_version: str) -> None:
-    anyio = pytest.importorskip("anyio")
+    anyio = require_module("anyio")
     ctx = enable_resumption(client_context(ca, tls_version))
     for _ in range(3):
         # anyio passes the server name as IDNA bytes (b"localhost").
@@ -111,7 +111,7 @@ async def http_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 
 
 async def test_aiohttp_resumes(ca: trustme.CA, cert: trustme.LeafCert, tls_version: str) -> None:
-    aiohttp = pytest.importorskip("aiohttp")
+    aiohttp = require_module("aiohttp")
     ctx = enable_resumption(client_context(ca, tls_version))
     async with running_server(server_context(cert, tls_version), http_once) as srv:
         connector = aiohttp.TCPConnector(ssl=ctx, force_close=True)
@@ -126,7 +126,7 @@ async def test_aiohttp_resumes(ca: trustme.CA, cert: trustme.LeafCert, tls_versi
 
 
 async def test_httpx_resumes(ca: trustme.CA, cert: trustme.LeafCert, tls_version: str) -> None:
-    httpx = pytest.importorskip("httpx")
+    httpx = require_module("httpx")
     ctx = enable_resumption(client_context(ca, tls_version))
     async with running_server(server_context(cert, tls_version), http_once) as srv:
         limits = httpx.Limits(max_keepalive_connections=0)

@@ -20,6 +20,14 @@ NAME = "localhost"  # the name the test certificate is valid for
 IN_CI = os.environ.get("CI") == "true"
 
 
+def require_module(name: str) -> Any:
+    """Import ``name`` (a test dependency); skip without it locally, fail in CI."""
+    try:
+        return __import__(name)
+    except ImportError:
+        skip_or_fail(f"{name} is not installed (pip install -e '.[test]')")
+
+
 def skip_or_fail(reason: str) -> NoReturn:
     """Skip locally; fail in CI, where something missing means a broken install step."""
     if IN_CI:
