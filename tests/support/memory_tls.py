@@ -7,6 +7,23 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
+
+from aiotlspool.engines.libssl import Libssl, NativeUnavailable
+from aiotlspool.engines.libssl_load import load_libssl
+
+TLS12 = ssl.TLSVersion.TLSv1_2
+TLS13 = ssl.TLSVersion.TLSv1_3
+
+
+def libssl_or_skip_module() -> Libssl:
+    """The native binding; skips the calling test module where it is unavailable here (a
+    statically linked _ssl, not CPython)."""
+    try:
+        return load_libssl()
+    except NativeUnavailable as exc:
+        pytest.skip(f"native binding unavailable: {exc}", allow_module_level=True)
+
 
 @dataclass
 class Conn:

@@ -31,16 +31,9 @@ from aiotlspool.engines import libssl_load as _loader
 from aiotlspool.engines.libssl import MAX_DER_SIZE, Libssl, NativeSession, NativeUnavailable
 from aiotlspool.engines.libssl_load import load_libssl
 
-from ..support.memory_tls import Conn
+from ..support.memory_tls import TLS12, TLS13, Conn, libssl_or_skip_module
 
-try:
-    LIB = load_libssl()
-except NativeUnavailable as exc:  # e.g. statically linked _ssl, or not CPython
-    print(f"native binding unavailable: {exc}")
-    pytest.skip(f"native binding unavailable: {exc}", allow_module_level=True)
-
-TLS12 = ssl.TLSVersion.TLSv1_2
-TLS13 = ssl.TLSVersion.TLSv1_3
+LIB = libssl_or_skip_module()
 
 
 @dataclass

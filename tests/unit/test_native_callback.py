@@ -26,18 +26,10 @@ import trustme
 
 from aiotlspool.engines import session_callback
 from aiotlspool.engines.libssl import NativeSession, NativeUnavailable
-from aiotlspool.engines.libssl_load import load_libssl
 
-from ..support.memory_tls import Conn
+from ..support.memory_tls import TLS12, TLS13, Conn, libssl_or_skip_module
 
-try:
-    LIB = load_libssl()
-except NativeUnavailable as exc:  # e.g. statically linked _ssl, or not CPython
-    print(f"native binding unavailable: {exc}")
-    pytest.skip(f"native binding unavailable: {exc}", allow_module_level=True)
-
-TLS12 = ssl.TLSVersion.TLSv1_2
-TLS13 = ssl.TLSVersion.TLSv1_3
+LIB = libssl_or_skip_module()
 _GET_MODE, _SET_MODE = 45, 44
 _CLIENT, _NO_INTERNAL_STORE = 0x1, 0x200
 
