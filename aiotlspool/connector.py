@@ -115,8 +115,8 @@ class Connector:
         """
         context = self.ssl_context  # the one this connection uses, even if replaced meanwhile
         # The settings are read once per connect, in wrap_bio, right before the handshake: a
-        # session taken under settings that changed since is not offered there, and the next
-        # connect reads them here again (and drops the stale sessions).
+        # session taken under settings that changed since is not offered there, and they are
+        # read again here at once (dropping the stale sessions).
         key, verification = await self.current_key(endpoint, reread=False)
         attempt = 0
         try:
@@ -129,8 +129,8 @@ class Connector:
                         return await self._connect_once(endpoint, key, offering, close_hook)
                     except BaseException as exc:
                         self._forget_or_return(key, offering)
-                        if offering.settings_changed:
-                            await self.current_key(endpoint)  # drops the stale sessions
+                        if offering.settings_changed:  # (a retry uses the new settings' key)
+                            key, verification = await self.current_key(endpoint)
                         if isinstance(exc, ConnectError) or not isinstance(exc, OSError):
                             raise
                         if attempt >= self.config.connect_retries or not is_transient(exc):

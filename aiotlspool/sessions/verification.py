@@ -43,8 +43,6 @@ class Verification:
     # SHA-256 (hex) of the settings: verify mode and flags, host-name checks, protocol range,
     # options, security level, every object in the trust store, the client certificate.
     fingerprint: str
-    # False when libssl could not be used to read the whole context (see the module docstring).
-    complete: bool
 
 
 # The last settings seen per context: a probe equal to it needs no new fingerprint.
@@ -62,7 +60,7 @@ def verification_of(context: ssl.SSLContext) -> Verification:
         last = _last.get(context)
     if last is not None and last.probe == probe:
         return last
-    current = Verification(probe, _fingerprint(context, libssl), libssl is not None)
+    current = Verification(probe, _fingerprint(context, libssl))
     with _lock:
         _last[context] = current
     return current
