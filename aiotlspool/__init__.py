@@ -25,6 +25,7 @@ from .integrations.context import (
     resumption_cache,
     resumption_stats,
 )
+from .integrations.ports import resumption_endpoint
 from .integrations.stats import ResumptionStats
 from .pool import Pool
 from .sessions.cached import CachedSession
@@ -56,6 +57,7 @@ __all__ = [
     "disable_resumption",
     "enable_resumption",
     "resumption_cache",
+    "resumption_endpoint",
     "resumption_stats",
     "session_key",
 ]

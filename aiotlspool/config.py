@@ -27,6 +27,7 @@ class PoolConfig:
     require_resumption: bool = False
     share_sessions_across_ports: bool = False
     close_timeout: float = 2.0
+    store_timeout: float = 0.5
 
     def __post_init__(self) -> None:
         count("max_connections", self.max_connections, minimum=1)
@@ -35,7 +36,7 @@ class PoolConfig:
         count("connect_retries", self.connect_retries, minimum=0)
         for name in ("idle_timeout", "max_lifetime", "connect_timeout", "acquire_timeout"):
             optional_seconds(name, getattr(self, name))
-        for name in ("retry_backoff", "close_timeout"):
+        for name in ("retry_backoff", "close_timeout", "store_timeout"):
             seconds(name, getattr(self, name))
         for name in ("require_resumption", "share_sessions_across_ports"):
             if not isinstance(getattr(self, name), bool):  # "false" is truthy: never guess

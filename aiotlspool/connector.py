@@ -40,6 +40,7 @@ from .sessions.memory import MemorySessionCache
 from .sessions.store import SessionCache
 from .sessions.verification import Verification
 from .stats import Counters
+from .store_guard import GuardedStore
 
 logger = logging.getLogger("aiotlspool")
 
@@ -73,7 +74,13 @@ class Connector:
         spawn: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
         self.engine = engine
-        self.cache = cache
+        # Exactly the default store is called directly (it never suspends, never fails); any
+        # other store through the guard (bounded in time, failing open).
+        self.cache: SessionCache | GuardedStore | None = (
+            GuardedStore(cache, config.store_timeout, counters)
+            if cache is not None and type(cache) is not MemorySessionCache
+            else cache
+        )
         self.counters = counters
         self.config = config
         self.spawn = spawn  # runs a coroutine in a task the pool tracks (and awaits at close)

@@ -55,6 +55,8 @@ class Pool(PoolTLS):
         share_sessions_across_ports: key sessions by context and server name only, so that all
             ports of a host share them (as the ScyllaDB driver does). Default: per port.
         close_timeout: seconds to wait for the server's close_notify when closing (default 2).
+        store_timeout: seconds a custom ``session_cache`` may take per call (default 0.5); a
+            call that fails or runs out is a miss, never a failed connect (:class:`PoolStats`).
         session_engine: how sessions are captured and offered: ``"native"`` through libssl
             (no copies, no leak, every ticket captured as it arrives; needed for
             export/import), ``"stdlib"`` through the standard library only, or ``"auto"``
@@ -80,6 +82,7 @@ class Pool(PoolTLS):
         require_resumption: bool = False,
         share_sessions_across_ports: bool = False,
         close_timeout: float = 2.0,
+        store_timeout: float = 0.5,
         session_engine: str = "auto",
     ) -> None:
         # Every option is checked in one place.
@@ -95,6 +98,7 @@ class Pool(PoolTLS):
             require_resumption=require_resumption,
             share_sessions_across_ports=share_sessions_across_ports,
             close_timeout=close_timeout,
+            store_timeout=store_timeout,
         )
         self._background = Background(self._close_connection)
         super().__init__(ssl_context, session_cache, session_engine, config, self._background)
@@ -316,9 +320,7 @@ class Pool(PoolTLS):
 
     def stats(self) -> PoolStats:
         """A snapshot of the counters and the current state (see :class:`PoolStats`)."""
-        counts = dict.fromkeys(SlotState, 0)
-        for slot in self._table.slots:
-            counts[slot.state] += 1
+        counts = self._table.state_counts()
         return PoolStats.of(
             self._counters,
             self.session_cache,

@@ -92,6 +92,13 @@ class SlotTable:
             return None
         return self.claim(endpoint, to_close)
 
+    def state_counts(self) -> dict[SlotState, int]:
+        """How many slots are in each state."""
+        counts = dict.fromkeys(SlotState, 0)
+        for slot in self.slots:
+            counts[slot.state] += 1
+        return counts
+
     def idle_slots(self) -> list[Slot]:
         return [slot for slot in self.slots if slot.state is SlotState.IDLE]
 

@@ -24,6 +24,8 @@ class Counters:
     connections_closed: int = 0
     connect_errors: int = 0
     stale_sessions_dropped: int = 0
+    store_errors: int = 0
+    store_timeouts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,9 @@ class PoolStats:
     - ``stale_sessions_dropped``: cached sessions dropped because the pool's context changed
       its verification settings or was replaced (:meth:`Pool.set_ssl_context`); such sessions
       are never offered under the new settings.
+    - ``store_errors`` / ``store_timeouts``: calls to a custom session store that raised / did
+      not answer within ``store_timeout``; each was a miss (or a session not stored), never a
+      failed connect (:mod:`aiotlspool.store_guard`).
 
     Current state: ``cache_size`` (sessions held), ``in_use``, ``idle``, ``connecting`` (slots
     whose connection is being opened) and ``waiting`` (acquires queued for a slot).
@@ -60,6 +65,8 @@ class PoolStats:
     connections_closed: int
     connect_errors: int
     stale_sessions_dropped: int
+    store_errors: int
+    store_timeouts: int
     in_use: int
     idle: int
     connecting: int

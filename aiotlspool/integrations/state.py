@@ -8,8 +8,9 @@ offered under, what was offered, and whether the engine watches it or a capture 
 Keys: ``wrap_bio`` never learns the port, so sessions are keyed by the context, its
 verification settings (read again at every connection) and the server name, with no port -
 :func:`~aiotlspool.sessions.key.session_key` with ``share_across_ports=True``, as Go's and
-rustls' client caches do. A server can only resume a session it issued (or whose ticket key it
-shares), so one name on two ports costs at most lost resumptions, never a cross-server one.
+rustls' client caches do - unless the caller said which port (:mod:`.ports`). A server can only
+resume a session it issued (or whose ticket key it shares), so one name on two ports costs at
+most lost resumptions, never a cross-server one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from ..sessions.cached import TLS13, CachedSession
 from ..sessions.key import SessionKey, context_number, session_key
 from ..sessions.memory import MemorySessionCache
 from ..sessions.verification import Verification, verification_of
+from .names import normalize_server_name
+from .ports import hinted_port
 from .stats import Counters
 
 logger = logging.getLogger("aiotlspool")
@@ -160,29 +163,6 @@ class ConnectionLink:
         self.state.store(self.key, session)
 
 
-def normalize_server_name(name: object) -> str | None:
-    """The key's form of a server name (str or IDNA bytes): ASCII, lower case, no trailing
-    dot. None for no name or one that cannot be a host name."""
-    if isinstance(name, (bytes, bytearray)):
-        try:
-            text = bytes(name).decode("ascii")
-        except UnicodeDecodeError:
-            return None
-    elif isinstance(name, str):
-        try:
-            text = name.encode("idna").decode("ascii")
-        except UnicodeError:
-            return None
-    else:
-        return None
-    text = text.lower()
-    if text.endswith("."):
-        text = text[:-1]
-    if not text or any(ord(char) <= 0x20 or ord(char) == 0x7F for char in text):
-        return None
-    return text
-
-
 def link_connection(
     ssl_object: ssl.SSLObject, given_name: object, given_session: object
 ) -> ConnectionLink | None:
@@ -205,8 +185,10 @@ def link_connection(
     if name is None or not isinstance(own, str) or own.lower() != name:
         return None
     verification = state.settings_now(context)
-    endpoint = Endpoint(name, _ANY_PORT, name)
-    key = session_key(context, endpoint, share_across_ports=True, verification=verification)
+    # The port only when the caller said where this name's connections go (.ports).
+    port = hinted_port(name)
+    endpoint = Endpoint(name, _ANY_PORT if port is None else port, name)
+    key = session_key(context, endpoint, share_across_ports=port is None, verification=verification)
     engine = state.engine
     link = ConnectionLink(state, engine, key)
     if given_session is None:

@@ -21,7 +21,7 @@ from aiotlspool import (
     resumption_cache,
     resumption_stats,
 )
-from aiotlspool.integrations.state import normalize_server_name
+from aiotlspool.integrations.names import normalize_server_name
 
 from ..support.helpers import HOST, NAME, require_module
 from ..support.servers import (
