@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Install the real TLS servers used by the interop tests (tests/support/realservers.py):
-# nginx (nginx-light if the release has it), haproxy, stunnel4, openssl (s_server) and socat.
+# nginx (nginx-light if the release has it), haproxy, stunnel4, openssl (s_server) and socat;
+# and the database servers of the driver tests: redis-server (tests/support/redisserver.py)
+# and postgresql (tests/support/postgresserver.py runs initdb and postgres itself).
 #
 # Idempotent and non-interactive: packages already installed are skipped, `apt-get update`
 # runs only when a wanted package has no install candidate or a download fails (stale lists),
 # and no service is started: Debian's postinst scripts would start nginx/haproxy/stunnel on
 # ports 80 etc. through invoke-rc.d, so a temporary /usr/sbin/policy-rc.d answering 101
 # ("action forbidden") blocks that.  The tests run every server in the foreground themselves;
-# systemd is never used.
+# systemd is never used.  postgresql's postinst would also create (not start) a "main"
+# cluster in /var/lib/postgresql: a drop-in create_main_cluster = false skips that.
 #
 # Usage: scripts/install-servers.sh        (as root, or with sudo available)
 set -euo pipefail
@@ -37,6 +40,20 @@ has_candidate() {
     [[ -n $candidate && $candidate != "(none)" ]]
 }
 
+versions() {
+    log "versions:"
+    /usr/sbin/nginx -v 2>&1 | sed 's/^/  /'
+    # sed reads to the end: head -n1 would let haproxy die of SIGPIPE (fatal with pipefail)
+    /usr/sbin/haproxy -v 2>&1 | sed -n '1s/^/  /p'
+    stunnel4 -version 2>&1 | grep -m1 -i '^stunnel' | sed 's/^/  /' || true
+    openssl version | sed 's/^/  /'
+    socat -V 2>/dev/null | grep -m1 'socat version' | sed 's/^/  /' || true
+    redis-server --version | sed 's/^/  /'
+    for postgres in /usr/lib/postgresql/*/bin/postgres; do
+        "$postgres" --version | sed 's/^/  /'
+    done
+}
+
 updated=0
 apt_update() {
     if [[ $updated -eq 0 ]]; then
@@ -53,7 +70,7 @@ for p in nginx-light nginx nginx-core nginx-full nginx-extras; do
     if is_installed "$p"; then nginx_pkg=$p; break; fi
 done
 
-wanted=(haproxy stunnel4 openssl socat)
+wanted=(haproxy stunnel4 openssl socat redis-server postgresql)
 missing=()
 skipped=()
 for p in "${wanted[@]}"; do
@@ -65,6 +82,7 @@ fi
 
 if [[ ${#missing[@]} -eq 0 && -n $nginx_pkg ]]; then
     log "already installed: ${skipped[*]}"
+    versions
     log "nothing to do ($(awk "BEGIN {printf \"%.1f\", $(date +%s.%N) - $started}") s)"
     exit 0
 fi
@@ -106,6 +124,18 @@ else
     log "keeping existing $policy"
 fi
 
+# No "main" cluster from postgresql-NN's postinst (the tests run initdb in a temporary
+# directory).  The drop-in directory is read through createcluster.conf's include_dir; kept
+# afterwards, so that a later postgresql upgrade creates none either.
+cc_dropin=/etc/postgresql-common/createcluster.d/aiotlspool-no-main-cluster.conf
+if [[ ! -e $cc_dropin ]]; then
+    mkdir -p "${cc_dropin%/*}"
+    {
+        echo "# from aiotlspool scripts/install-servers.sh: the tests run their own clusters"
+        echo "create_main_cluster = false"
+    } >"$cc_dropin"
+fi
+
 log "installing: ${missing[*]}"
 [[ ${#skipped[@]} -gt 0 ]] && log "already installed: ${skipped[*]}"
 if ! apt-get install "${APT_OPTS[@]}" "${missing[@]}"; then
@@ -118,10 +148,5 @@ if ! apt-get install "${APT_OPTS[@]}" "${missing[@]}"; then
     apt-get install "${APT_OPTS[@]}" "${missing[@]}"
 fi
 
-log "versions:"
-/usr/sbin/nginx -v 2>&1 | sed 's/^/  /'
-/usr/sbin/haproxy -v 2>&1 | head -n1 | sed 's/^/  /'
-stunnel4 -version 2>&1 | grep -m1 -i '^stunnel' | sed 's/^/  /' || true
-openssl version | sed 's/^/  /'
-socat -V 2>/dev/null | grep -m1 'socat version' | sed 's/^/  /' || true
+versions
 log "done in $(awk "BEGIN {printf \"%.1f\", $(date +%s.%N) - $started}") s"
