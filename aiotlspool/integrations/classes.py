@@ -10,10 +10,11 @@ watched) before its first handshake step:
   may handshake inside its constructor, and ``do_handshake_on_connect=False`` leaves the first
   step to the first read or write).
 
-After the handshake the link judges it (full, resumed, rejected); where the engine cannot watch,
-it captures: TLS 1.2 right after the handshake, TLS 1.3 after the first data read (servers send
-tickets first) or at ``unwrap`` (``SSLObject``: after the close_notify exchange, which reads
-what came before it; ``SSLSocket``: before it, since unwrapping drops the connection).
+After the handshake the link judges it (full, resumed, rejected); where the engine cannot watch
+(the stdlib engine, and every ``SSLSocket``: see ``_aiotlspool_prepare``), it captures: TLS 1.2
+right after the handshake, TLS 1.3 after the first data read (servers send tickets first) or at
+``unwrap`` (``SSLObject``: after the close_notify exchange, which reads what came before it;
+``SSLSocket``: before it, since unwrapping drops the connection).
 Connections of a context that is not (or no longer) resuming, server-side ones and ones without a
 server name are left alone.
 """
@@ -106,10 +107,17 @@ class ResumingSSLSocket(ssl.SSLSocket):
             self.__dict__["_aiotlspool_seen"] = True
             # server_hostname: wrap_socket's argument as _create stored it (encoded);
             # _session: the session= the caller passed, if any.
+            # Never watched: a socket may be read in one thread while another writes (the
+            # websockets sync client does). OpenSSL runs the new-session callback inside
+            # SSL_read with the post-handshake message half processed; the callback waits for
+            # the GIL, the writing thread's SSL_write sees the connection "in init" and enters
+            # the handshake state machine itself, and the write hangs. Captured after reads
+            # instead, as the stdlib engine does.
             link = link_connection(
                 self,  # type: ignore[arg-type]  # the engines only use what both classes have
                 self.server_hostname,
                 getattr(self, "_session", None),
+                watch=False,
             )
             self.__dict__["_aiotlspool_link"] = link
         return self._aiotlspool_link

@@ -164,14 +164,15 @@ class ConnectionLink:
 
 
 def link_connection(
-    ssl_object: ssl.SSLObject, given_name: object, given_session: object
+    ssl_object: ssl.SSLObject, given_name: object, given_session: object, *, watch: bool = True
 ) -> ConnectionLink | None:
     """Offer a session to a client connection whose handshake has not started, and watch it.
 
     ``given_name`` is the server name the caller asked for; normalized, it must equal (but for
     case) the name the connection itself verifies (the ``_ssl`` object's ``server_hostname``).
     None (nothing done) for a server-side connection, a context not resuming, no or another
-    server name. A session the caller passed itself (``session=``) is left alone.
+    server name. A session the caller passed itself (``session=``) is left alone. ``watch``
+    False: no new-session callback for this connection (it is captured after reads instead).
     """
     context = ssl_object.context
     state = state_of(context)
@@ -198,7 +199,8 @@ def link_connection(
             state.counters.add("hits")
         else:
             state.counters.add("misses")
-    link.watched = engine.watch(ssl_object, link.arrived)
+    if watch:
+        link.watched = engine.watch(ssl_object, link.arrived)
     return link
 
 

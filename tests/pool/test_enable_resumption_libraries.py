@@ -3,6 +3,7 @@ of resumed handshakes as the judge; see test_enable_resumption.py for the rules 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.server
 import ssl
@@ -58,6 +59,60 @@ async def test_websockets_resumes(
     stats = resumption_stats(ctx)
     assert_adds_up(stats, connections=2)
     assert (stats.full, stats.resumed) == (1, 1), stats
+
+
+@pytest.mark.parametrize("engine", ["native", "stdlib"])
+def test_websockets_sync_client_reading_in_a_thread_never_hangs(
+    ca: trustme.CA,
+    cert: trustme.LeafCert,
+    tls_version: str,
+    engine: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # websockets' sync client reads in a thread of its own while the caller writes. A
+    # new-session callback inside that thread's SSL_read (TLS 1.3 tickets) let the caller's
+    # SSL_write enter the handshake state machine and hang there: about 1 connection in 6
+    # with the native engine before sockets stopped being watched.
+    require_module("websockets")
+    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.sync.client import connect
+
+    from aiotlspool.engines import session_callback
+
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("AIOTLSPOOL_SESSION_ENGINE", engine)
+    ctx = enable_resumption(client_context(ca, tls_version))
+    rounds = 24
+
+    async def handler(websocket: ServerConnection) -> None:
+        async for message in websocket:
+            await websocket.send(message)
+
+    async def start() -> Any:
+        return await serve(handler, HOST, 0, ssl=server_context(cert, tls_version))
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        server = asyncio.run_coroutine_threadsafe(start(), loop).result(TIMEOUT)
+        port = server.sockets[0].getsockname()[1]
+        watched = session_callback.watched_count()
+        for _ in range(rounds):
+            uri = f"wss://{NAME}:{port}"
+            with connect(uri, ssl=ctx, open_timeout=3, close_timeout=1, proxy=None) as ws:
+                assert session_callback.watched_count() <= watched  # a socket: never watched
+                ws.send("ping")
+                assert ws.recv(timeout=TIMEOUT) == "ping"
+        server.close()
+        asyncio.run_coroutine_threadsafe(server.wait_closed(), loop).result(TIMEOUT)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(TIMEOUT)
+        loop.close()
+    stats = resumption_stats(ctx)
+    assert_adds_up(stats, connections=rounds)
+    assert stats.resumed >= rounds - 2, stats
 
 
 # -- requests ---------------------------------------------------------------------------------
