@@ -194,7 +194,15 @@ def machine_info(pinning: Pinning, mode: str) -> dict[str, Any]:
         "loops": list(loop_factories()),
         "versions": {
             name: _version(name)
-            for name in ("aiotlspool", "uvloop", "aiohttp", "httpx", "httpcore", "matplotlib")
+            for name in (
+                "aiotlspool",
+                "uvloop",
+                "aiohttp",
+                "httpx",
+                "httpcore",
+                "curl_cffi",
+                "matplotlib",
+            )
         },
         "nginx": nginx_version(shutil.which("nginx")),
         "revision": source_revision(),

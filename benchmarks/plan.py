@@ -44,6 +44,12 @@ class Settings:
     profile_count: int
     profile_idle_cycles: int
     lifetime: float  # servers and proxies stop by themselves after this many seconds
+    # integrations: rounds per (TLS version, loop), requests per variant per round, time cap
+    integrations_rounds: int
+    integrations_block: int
+    integrations_seconds: float
+    # Sections left out unless named in --sections.
+    skip_by_default: tuple[str, ...] = ()
 
     @property
     def key_types(self) -> tuple[str, ...]:
@@ -80,6 +86,11 @@ QUICK = Settings(
     profile_count=100,
     profile_idle_cycles=2000,
     lifetime=600,
+    integrations_rounds=8,
+    integrations_block=10,
+    integrations_seconds=12.0,
+    # The libraries' reconnect section adds ~1 min: only with --sections integrations.
+    skip_by_default=("integrations",),
 )
 
 FULL = Settings(
@@ -110,4 +121,7 @@ FULL = Settings(
     profile_count=400,
     profile_idle_cycles=10000,
     lifetime=2400,
+    integrations_rounds=30,
+    integrations_block=20,
+    integrations_seconds=40.0,
 )

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from . import integrations_report
 from .figures import POOL_ENGINES, Index
 from .figures import fmt as _fmt
 from .figures import ratio as _ratio
@@ -123,6 +124,9 @@ def markdown(results: dict[str, Any], charts: list[str]) -> str:
 
     if results.get("paired"):
         out += _paired_markdown(results["paired"])
+
+    if results.get("integrations"):
+        out += integrations_report.markdown(results["integrations"])
 
     if results.get("burst"):
         out += [

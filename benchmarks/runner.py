@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from . import latency, memory, micro, profiling
+from . import integrations, latency, memory, micro, profiling
 from .certs import CertFiles
 from .clients import ALL_CLIENTS, REFERENCE_CLIENTS, TICKETS_PER_ENDPOINT, Target
 from .env import LoopFactory, Pinning, loop_factories
@@ -28,6 +28,7 @@ from .server import Server
 from .workloads import run_burst, run_cell
 
 SECTIONS = ("reconnect", "paired", "burst", "idle", "latency", "memory", "seam", "profile")
+SECTIONS += ("integrations",)  # aiohttp / httpx with enable_resumption, curl_cffi
 
 
 class Bench:
@@ -119,6 +120,8 @@ class Bench:
             steps += 2
         if "profile" in self.sections:
             steps += 2 * len(self._profiled_clients()) + 1
+        if "integrations" in self.sections:
+            steps += integrations.steps(self)
         return steps
 
     # -- sections ----------------------------------------------------------------------------
@@ -396,6 +399,10 @@ class Bench:
         if row is not None:
             rows.append(row)
         return rows
+
+    def integrations(self) -> dict[str, Any]:
+        """HTTP libraries without and with enable_resumption (benchmarks/integrations.py)."""
+        return integrations.run_section(self)
 
     def settings_dict(self) -> dict[str, Any]:
         return asdict(self.settings)
