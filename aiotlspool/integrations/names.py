@@ -12,15 +12,19 @@ def normalize_server_name(name: object) -> str | None:
         except UnicodeDecodeError:
             return None
     elif isinstance(name, str):
-        try:
-            text = name.encode("idna").decode("ascii")
-        except UnicodeError:
-            return None
+        if name.isascii():
+            text = name  # what the IDNA codec would return for it (ASCII labels pass as-is)
+        else:
+            try:
+                text = name.encode("idna").decode("ascii")
+            except UnicodeError:
+                return None
     else:
         return None
     text = text.lower()
     if text.endswith("."):
         text = text[:-1]
-    if not text or any(ord(char) <= 0x20 or ord(char) == 0x7F for char in text):
+    # ASCII now: printable and no space means no control character, no DEL.
+    if not text or not text.isprintable() or " " in text:
         return None
     return text

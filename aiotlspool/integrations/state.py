@@ -79,7 +79,7 @@ class ContextState:
         return verification
 
     def take(self, key: SessionKey, engine: SessionEngine) -> CachedSession | None:
-        session = run_now(self.cache.get(key))
+        session = self.cache.get_nowait(key)
         if session is not None and session.engine != engine.name:
             session = None  # stored through another engine (a store shared with a pool)
         return session

@@ -125,6 +125,10 @@ class MemorySessionCache(SessionCache):
         return lifetime - age
 
     async def get(self, key: SessionKey) -> CachedSession | None:
+        return self.get_nowait(key)
+
+    def get_nowait(self, key: SessionKey) -> CachedSession | None:
+        """Take a session without awaiting (what :meth:`get` does, callable from TLS hooks)."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
