@@ -29,8 +29,10 @@ from .integrations.ports import resumption_endpoint
 from .integrations.stats import ResumptionStats
 from .pool import Pool
 from .sessions.cached import CachedSession
+from .sessions.file import FileSessionCache
 from .sessions.key import SessionKey, session_key
 from .sessions.memory import MemorySessionCache
+from .sessions.sealing import EntrySealer
 from .sessions.store import SessionCache
 from .stats import PoolStats
 
@@ -43,6 +45,8 @@ __all__ = [
     "ConnectTimeout",
     "Connection",
     "Endpoint",
+    "EntrySealer",
+    "FileSessionCache",
     "MemorySessionCache",
     "Pool",
     "PoolClosed",

@@ -53,6 +53,10 @@ class SessionKey:
     ``unverified_host`` is set only when no server name is sent (``server_hostname=""``): then
     nothing ties the session to a name, so it stays with the exact host it came from and can
     never match a key that carries a verified name.
+
+    ``client_certificate`` says whether the context had a client certificate loaded (already
+    part of ``verification``; spelled out so that a persistent store can decline such
+    sessions, which it keeps only when asked).
     """
 
     context: int
@@ -60,6 +64,7 @@ class SessionKey:
     port: int | None
     unverified_host: str | None = None
     verification: str = ""
+    client_certificate: bool = False
 
     def store_id(self) -> str:
         """A process-independent id of this key: verification settings, name, port, host.
@@ -91,6 +96,7 @@ def session_key(
         port=None if share_across_ports else endpoint.port,
         unverified_host=endpoint.host if endpoint.server_hostname == "" else None,
         verification=verification.fingerprint,
+        client_certificate=verification.client_certificate,
     )
 
 

@@ -13,7 +13,9 @@ like a private key.
 Format (version 2): UTF-8 JSON ``{"format": "aiotlspool-session", "version": 2, "server_hostname",
 "port", "unverified_host", "tls_version", "verification", "created_at", "lifetime", "der"}`` with
 the DER session in base64. ``port`` is null for sessions shared across ports; ``unverified_host``
-is the host for sessions obtained without a server name (null otherwise).
+is the host for sessions obtained without a server name (null otherwise). The same envelope,
+with a few fields of the store's own, is what :class:`~aiotlspool.FileSessionCache` seals into
+each entry (:mod:`~aiotlspool.sessions.file_entries`).
 """
 
 from __future__ import annotations
@@ -34,13 +36,24 @@ MAX_EXPORT_SIZE = 128 * 1024
 _TLS_VERSIONS = {0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
 
 
+class SessionExpired(ValueError):
+    """The session in an envelope has outlived the lifetime OpenSSL recorded for it."""
+
+
 def encode(session: CachedSession, key: SessionKey) -> bytes:
     """The envelope for a native session stored under ``key`` (whose fingerprint names the
     settings the session was obtained under)."""
+    return json.dumps(envelope_of(session, key), sort_keys=True).encode()
+
+
+def envelope_of(session: CachedSession, key: SessionKey) -> dict[str, Any]:
+    """The envelope's fields for a native session stored under ``key`` (:func:`encode`
+    serializes them; a store may add fields of its own, which :func:`session_from_envelope`
+    ignores)."""
     handle = session.handle
     if not isinstance(handle, NativeSession):
         raise RuntimeError("only sessions of the native engine can be exported")
-    envelope = {
+    return {
         "format": FORMAT,
         "version": VERSION,
         "server_hostname": key.server_hostname,
@@ -52,7 +65,6 @@ def encode(session: CachedSession, key: SessionKey) -> bytes:
         "lifetime": session.lifetime,
         "der": base64.b64encode(handle.to_der()).decode("ascii"),
     }
-    return json.dumps(envelope, sort_keys=True).encode()
 
 
 def decode(data: bytes, key: SessionKey, libssl: Libssl) -> NativeSession:
@@ -72,6 +84,12 @@ def decode(data: bytes, key: SessionKey, libssl: Libssl) -> NativeSession:
         envelope: Any = json.loads(bytes(data).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ValueError("not an exported aiotlspool session (invalid JSON)") from None
+    return session_from_envelope(envelope, key, libssl)
+
+
+def session_from_envelope(envelope: object, key: SessionKey, libssl: Libssl) -> NativeSession:
+    """The session of a parsed envelope, after checking its binding against ``key`` (see
+    :func:`decode`; :class:`SessionExpired` when it has expired)."""
     if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
         raise ValueError("not an exported aiotlspool session")
     if envelope.get("version") != VERSION:
@@ -96,7 +114,7 @@ def decode(data: bytes, key: SessionKey, libssl: Libssl) -> NativeSession:
     if _TLS_VERSIONS.get(session.protocol_version) != tls_version:
         raise ValueError("the session's protocol does not match its tls_version")
     if session.time + session.timeout <= time.time():
-        raise ValueError("the exported session has expired")
+        raise SessionExpired("the exported session has expired")
     return session
 
 

@@ -43,6 +43,10 @@ class Verification:
     # SHA-256 (hex) of the settings: verify mode and flags, host-name checks, protocol range,
     # options, security level, every object in the trust store, the client certificate.
     fingerprint: str
+    # Whether a client certificate is loaded (``load_cert_chain``): its sessions hold a
+    # client authentication, which a persistent store keeps only when asked. (Seen through
+    # libssl only; without it False, and the fingerprint is marked incomplete.)
+    client_certificate: bool = False
 
 
 # The last settings seen per context: a probe equal to it needs no new fingerprint.
@@ -60,7 +64,11 @@ def verification_of(context: ssl.SSLContext) -> Verification:
         last = _last.get(context)
     if last is not None and last.probe == probe:
         return last
-    current = Verification(probe, _fingerprint(context, libssl))
+    current = Verification(
+        probe,
+        _fingerprint(context, libssl),
+        client_certificate=libssl is not None and probe[-1] is not None,
+    )
     with _lock:
         _last[context] = current
     return current

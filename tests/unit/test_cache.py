@@ -1,13 +1,16 @@
-"""MemorySessionCache: bounds, LRU order, expiry, single-use TLS 1.3 tickets, key isolation.
+"""The store contract - bounds, LRU order, expiry, single-use TLS 1.3 tickets, key isolation -
+for every store (MemorySessionCache and FileSessionCache, through the ``store`` fixture), and
+what is the memory cache's alone.
 
-Sessions here are CachedSession records around placeholder handles: the cache never looks
-inside a handle, and the pool tests cover real sessions.
+Memory records wrap placeholder handles (the memory cache never looks inside one); file records
+wrap real native sessions (the file store serializes them). The pool tests cover real use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,87 +18,94 @@ from hypothesis import strategies as st
 
 from aiotlspool import CachedSession, MemorySessionCache, SessionKey
 
-from ..support.helpers import key, make_session, run
+from ..support.helpers import key, run
+from ..support.stores import STORE_KINDS, StoreKind, store_kind
 
 
-def test_tls13_tickets_are_handed_out_once_newest_first() -> None:
-    cache = MemorySessionCache()
-    first, second = make_session(), make_session()
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreKind:
+    return store_kind(request.param, tmp_path)
+
+
+def test_tls13_tickets_are_handed_out_once_newest_first(store: StoreKind) -> None:
+    cache = store.cache()
+    first, second = store.session(), store.session()
     run(cache.put(key(), first))
     run(cache.put(key(), second))
-    assert run(cache.get(key())) is second
-    assert run(cache.get(key())) is first
+    assert store.same(run(cache.get(key())), second)
+    assert store.same(run(cache.get(key())), first)
     assert run(cache.get(key())) is None
 
 
-def test_tls12_session_is_reusable_and_replaced_by_newer() -> None:
-    cache = MemorySessionCache()
-    old, new = make_session("TLSv1.2"), make_session("TLSv1.2")
+def test_tls12_session_is_reusable_and_replaced_by_newer(store: StoreKind) -> None:
+    cache = store.cache()
+    old, new = store.session("TLSv1.2"), store.session("TLSv1.2")
     run(cache.put(key(), old))
-    assert run(cache.get(key())) is old
-    assert run(cache.get(key())) is old
+    assert store.same(run(cache.get(key())), old)
+    assert store.same(run(cache.get(key())), old)
     run(cache.put(key(), new))
-    assert run(cache.get(key())) is new
+    assert store.same(run(cache.get(key())), new)
     assert cache.size() == 1
 
 
-def test_tickets_per_endpoint_bound() -> None:
-    cache = MemorySessionCache(tickets_per_endpoint=3)
-    sessions = [make_session() for _ in range(5)]
+def test_tickets_per_endpoint_bound(store: StoreKind) -> None:
+    cache = store.cache(tickets_per_endpoint=3)
+    sessions = [store.session() for _ in range(5)]
     for s in sessions:
         run(cache.put(key(), s))
     assert cache.size() == 3 and cache.evicted == 2
-    assert [run(cache.get(key())) for _ in range(3)] == sessions[:1:-1]
+    got = [store.ident(run(cache.get(key()))) for _ in range(3)]
+    assert got == [store.ident(s) for s in sessions[:1:-1]]
 
 
-def test_lru_eviction_of_least_recently_used_key() -> None:
-    cache = MemorySessionCache(max_size=2)
-    run(cache.put(key("a"), make_session("TLSv1.2")))
-    run(cache.put(key("b"), make_session("TLSv1.2")))
+def test_lru_eviction_of_least_recently_used_key(store: StoreKind) -> None:
+    cache = store.cache(max_size=2)
+    run(cache.put(key("a"), store.session("TLSv1.2")))
+    run(cache.put(key("b"), store.session("TLSv1.2")))
     run(cache.get(key("a")))  # a is now the most recently used
-    run(cache.put(key("c"), make_session("TLSv1.2")))
+    run(cache.put(key("c"), store.session("TLSv1.2")))
     assert run(cache.get(key("b"))) is None
     assert run(cache.get(key("a"))) is not None and run(cache.get(key("c"))) is not None
     assert cache.evicted == 1
 
 
-def test_expiry_uses_shorter_of_ttl_and_server_lifetime() -> None:
-    cache = MemorySessionCache(ttl=3600)
-    assert cache.lifetime_of(make_session(lifetime=60)) <= 60
-    assert 3598 <= cache.lifetime_of(make_session(lifetime=None)) <= 3600
-    long_lived = MemorySessionCache(ttl=30 * 24 * 3600)
-    assert long_lived.lifetime_of(make_session(lifetime=None)) <= 7 * 24 * 3600
+def test_expiry_uses_shorter_of_ttl_and_server_lifetime(store: StoreKind) -> None:
+    cache = store.cache(ttl=3600)
+    assert cache.lifetime_of(store.session(lifetime=60)) <= 60
+    assert 3598 <= cache.lifetime_of(store.session(lifetime=None)) <= 3600
+    long_lived = store.cache(ttl=30 * 24 * 3600)
+    assert long_lived.lifetime_of(store.session(lifetime=None)) <= 7 * 24 * 3600
 
 
-def test_lifetime_zero_is_not_stored() -> None:
-    cache = MemorySessionCache()
-    run(cache.put(key(), make_session(lifetime=0)))
+def test_lifetime_zero_is_not_stored(store: StoreKind) -> None:
+    cache = store.cache()
+    run(cache.put(key(), store.session(lifetime=0)))
     assert cache.size() == 0
 
 
-def test_expired_sessions_are_dropped_and_counted() -> None:
-    cache = MemorySessionCache(ttl=0.05)
-    run(cache.put(key(), make_session()))
+def test_expired_sessions_are_dropped_and_counted(store: StoreKind) -> None:
+    cache = store.cache(ttl=0.05)
+    run(cache.put(key(), store.session()))
     time.sleep(0.1)
     assert run(cache.get(key())) is None
     assert cache.expired == 1 and cache.size() == 0
 
 
-def test_version_change_replaces_stale_sessions() -> None:
-    cache = MemorySessionCache()
-    run(cache.put(key(), make_session("TLSv1.3")))
-    tls12 = make_session("TLSv1.2")
+def test_version_change_replaces_stale_sessions(store: StoreKind) -> None:
+    cache = store.cache()
+    run(cache.put(key(), store.session("TLSv1.3")))
+    tls12 = store.session("TLSv1.2")
     run(cache.put(key(), tls12))
-    assert cache.size() == 1 and run(cache.get(key())) is tls12
+    assert cache.size() == 1 and store.same(run(cache.get(key())), tls12)
 
 
-def test_invalidate_one_or_all() -> None:
-    cache = MemorySessionCache()
-    a, b = make_session(), make_session()
+def test_invalidate_one_or_all(store: StoreKind) -> None:
+    cache = store.cache()
+    a, b = store.session(), store.session()
     run(cache.put(key(), a))
     run(cache.put(key(), b))
     run(cache.invalidate(key(), b))
-    assert run(cache.get(key())) is a
+    assert store.same(run(cache.get(key())), a)
     run(cache.put(key(), b))
     run(cache.invalidate(key()))
     assert cache.size() == 0
@@ -104,11 +114,11 @@ def test_invalidate_one_or_all() -> None:
     assert cache.size() == 0
 
 
-def test_reuse_option_keeps_tickets() -> None:
-    cache = MemorySessionCache(reuse_tls13_tickets=True)
-    s = make_session()
+def test_reuse_option_keeps_tickets(store: StoreKind) -> None:
+    cache = store.cache(reuse_tls13_tickets=True)
+    s = store.session()
     run(cache.put(key(), s))
-    assert run(cache.get(key())) is s and run(cache.get(key())) is s
+    assert store.same(run(cache.get(key())), s) and store.same(run(cache.get(key())), s)
 
 
 @pytest.mark.parametrize(
@@ -130,33 +140,45 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(ops=operations, max_size=st.integers(1, 4), per_key=st.integers(1, 3))
-def test_properties_against_a_model(ops, max_size: int, per_key: int) -> None:  # type: ignore[no-untyped-def]
+def test_properties_against_a_model(store: StoreKind) -> None:
     """Never returns a session stored under another key, never holds more than its bounds,
     and never hands a TLS 1.3 ticket out twice."""
-    cache = MemorySessionCache(max_size=max_size, tickets_per_endpoint=per_key)
-    stored_under: dict[int, SessionKey] = {}
-    handed_out: set[int] = set()
-    keep_alive: list[CachedSession] = []  # so that id() values stay unique
+    # Each file example makes a directory and real sessions: fewer examples, no fsync.
+    examples = 200 if store.name == "memory" else 60
 
-    async def scenario() -> None:
-        for op, k in ops:
-            if op.startswith("put"):
-                s = make_session("TLSv1.2" if op == "put12" else "TLSv1.3")
-                keep_alive.append(s)
-                stored_under[id(s)] = k
-                await cache.put(k, s)
-            elif op == "get":
-                s = await cache.get(k)
-                if s is not None:
-                    assert stored_under[id(s)] == k
-                    if s.single_use:
-                        assert id(s) not in handed_out
-                        handed_out.add(id(s))
-            else:
-                await cache.invalidate(k)
-            assert cache.size() <= max_size * per_key
-            assert len(cache._entries) <= max_size
+    @settings(max_examples=examples, deadline=None)
+    @given(ops=operations, max_size=st.integers(1, 4), per_key=st.integers(1, 3))
+    def check(ops, max_size: int, per_key: int) -> None:  # type: ignore[no-untyped-def]
+        if store.name == "memory":
+            cache = store.cache(max_size=max_size, tickets_per_endpoint=per_key)
+        else:
+            cache = store.cache(
+                max_size=max_size * per_key, tickets_per_endpoint=per_key, fsync=False
+            )
+        stored_under: dict[object, SessionKey] = {}
+        handed_out: set[object] = set()
+        keep_alive: list[CachedSession] = []  # so that id() values stay unique
 
-    asyncio.run(scenario())
+        async def scenario() -> None:
+            for op, k in ops:
+                if op.startswith("put"):
+                    s = store.session("TLSv1.2" if op == "put12" else "TLSv1.3")
+                    keep_alive.append(s)
+                    stored_under[store.ident(s)] = k
+                    await cache.put(k, s)
+                elif op == "get":
+                    s = await cache.get(k)
+                    if s is not None:
+                        assert store.same_key(stored_under[store.ident(s)], k)
+                        if s.single_use:
+                            assert store.ident(s) not in handed_out
+                            handed_out.add(store.ident(s))
+                else:
+                    await cache.invalidate(k)
+                assert cache.size() <= max_size * per_key
+                if store.name == "memory":
+                    assert len(cache._entries) <= max_size
+
+        asyncio.run(scenario())
+
+    check()
