@@ -14,6 +14,7 @@ never learns it).
 from __future__ import annotations
 
 import ssl
+from typing import cast
 
 from ..engines.select import select_engine
 from ..sessions.memory import MemorySessionCache
@@ -44,9 +45,11 @@ def enable_resumption(
 
     Args:
         session_cache: where sessions are kept; a new :class:`MemorySessionCache` when None.
-            Only a ``MemorySessionCache`` (exactly that class) works here for now: sessions
-            are taken and stored inside synchronous TLS calls, from any thread. Custom
-            (async) stores come with issue 12.
+            Sessions are taken and stored inside synchronous TLS calls, from any thread, so
+            the store must have ``get_nowait`` and ``put_nowait`` and coroutines that never
+            suspend: :class:`MemorySessionCache`, or :class:`FileSessionCache` (sessions that
+            outlive the process, native engine). A store that fails costs resumptions only
+            (``store_errors``).
         session_engine: ``"auto"``, ``"native"`` or ``"stdlib"``, as for ``Pool``.
 
     Idempotent: a second call keeps the state (and the statistics); it replaces the store only
@@ -57,11 +60,11 @@ def enable_resumption(
         raise TypeError(f"ctx must be an ssl.SSLContext, got {type(ctx).__name__}")
     if ctx.protocol == ssl.PROTOCOL_TLS_SERVER:
         raise ValueError("resumption is for client contexts; this one is PROTOCOL_TLS_SERVER")
-    if session_cache is not None and type(session_cache) is not MemorySessionCache:
+    if session_cache is not None and not _usable_in_tls_calls(session_cache):
         raise TypeError(
-            "enable_resumption supports only a MemorySessionCache for now (sessions are taken "
-            f"and stored inside synchronous TLS calls); got {type(session_cache).__name__}. "
-            "Custom session stores come with issue 12."
+            "enable_resumption needs a session store usable inside synchronous TLS calls "
+            "(get_nowait and put_nowait, coroutines that never suspend: MemorySessionCache, "
+            f"FileSessionCache); got {type(session_cache).__name__}"
         )
     if session_engine not in _ENGINES:
         raise ValueError(f"session_engine must be one of {_ENGINES}, got {session_engine!r}")
@@ -71,14 +74,17 @@ def enable_resumption(
             engine = select_engine(session_engine)
             current = _state.ContextState(
                 engine,
-                session_cache if session_cache is not None else MemorySessionCache(),
+                cast(
+                    _state.NowaitStore,
+                    session_cache if session_cache is not None else MemorySessionCache(),
+                ),
                 ctx.sslobject_class,
                 ctx.sslsocket_class,
             )
             _state.set_state(ctx, current)
         else:
             if session_cache is not None:
-                current.cache = session_cache
+                current.cache = cast(_state.NowaitStore, session_cache)
             if session_engine != "auto" and session_engine != current.engine.name:
                 current.engine = select_engine(session_engine)
         # (Again on a second call if someone has set other classes since.)
@@ -118,9 +124,17 @@ def resumption_stats(ctx: ssl.SSLContext) -> ResumptionStats:
     return current.counters.snapshot()
 
 
-def resumption_cache(ctx: ssl.SSLContext) -> MemorySessionCache:
+def _usable_in_tls_calls(cache: object) -> bool:
+    return (
+        isinstance(cache, SessionCache)
+        and callable(getattr(cache, "get_nowait", None))
+        and callable(getattr(cache, "put_nowait", None))
+    )
+
+
+def resumption_cache(ctx: ssl.SSLContext) -> SessionCache:
     """The store ``ctx`` keeps its sessions in (ValueError if resumption is not enabled)."""
     current = _state.state_of(ctx)
     if current is None:
         raise ValueError("resumption is not enabled on this context (enable_resumption)")
-    return current.cache
+    return cast(SessionCache, current.cache)

@@ -20,14 +20,13 @@ import os
 import ssl
 import threading
 import weakref
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from ..endpoint import Endpoint
 from ..engines.base import SessionEngine
 from ..sessions.cached import TLS13, CachedSession
 from ..sessions.key import SessionKey, context_number, session_key
-from ..sessions.memory import MemorySessionCache
 from ..sessions.verification import Verification, verification_of
 from .names import normalize_server_name
 from .ports import hinted_port
@@ -40,13 +39,26 @@ T = TypeVar("T")
 _ANY_PORT = 443
 
 
+class NowaitStore(Protocol):
+    """A session store usable inside synchronous TLS calls: :class:`~aiotlspool.MemorySessionCache`
+    and :class:`~aiotlspool.FileSessionCache` (their coroutines never suspend either)."""
+
+    def get_nowait(self, key: SessionKey) -> CachedSession | None: ...
+
+    def put_nowait(self, key: SessionKey, session: CachedSession) -> None: ...
+
+    async def invalidate(self, key: SessionKey, session: CachedSession | None = None) -> None: ...
+
+    async def invalidate_where(self, stale: Callable[[SessionKey], bool]) -> int: ...
+
+
 class ContextState:
     """What one resuming context holds: engine, store, counters, the classes it replaced."""
 
     def __init__(
         self,
         engine: SessionEngine,
-        cache: MemorySessionCache,
+        cache: NowaitStore,
         previous_object_class: type[ssl.SSLObject],
         previous_socket_class: type[ssl.SSLSocket],
     ) -> None:
@@ -61,6 +73,7 @@ class ContextState:
         # The verification fingerprint last read from the context (at a connection's start).
         self.fingerprint: str | None = None
         self._lock = threading.Lock()
+        self._store_failing = False
 
     def settings_now(self, context: ssl.SSLContext) -> Verification:
         """Read the context's verification settings; drop the sessions of older ones."""
@@ -74,12 +87,12 @@ class ContextState:
             def stale(key: SessionKey) -> bool:
                 return key.context == number and key.verification != fingerprint
 
-            dropped = run_now(self.cache.invalidate_where(stale))
+            dropped = self._guarded(lambda: run_now(self.cache.invalidate_where(stale)), 0)
             self.counters.add("stale_dropped", dropped)
         return verification
 
     def take(self, key: SessionKey, engine: SessionEngine) -> CachedSession | None:
-        session = self.cache.get_nowait(key)
+        session = self._guarded(lambda: self.cache.get_nowait(key), None)
         if session is not None and session.engine != engine.name:
             session = None  # stored through another engine (a store shared with a pool)
         return session
@@ -91,11 +104,35 @@ class ContextState:
         if key.verification != self.fingerprint:
             self.counters.add("stale_dropped")
             return
-        self.cache.put_nowait(key, session)
-        self.counters.add("stored")
+
+        def put() -> bool:
+            self.cache.put_nowait(key, session)
+            return True
+
+        if self._guarded(put, False):
+            self.counters.add("stored")
 
     def drop(self, key: SessionKey, session: CachedSession) -> None:
-        run_now(self.cache.invalidate(key, session))
+        self._guarded(lambda: run_now(self.cache.invalidate(key, session)), None)
+
+    def _guarded(self, call: Callable[[], T], fallback: T) -> T:
+        """A store call inside a TLS call: a failure is a miss (or nothing stored), counted and
+        logged once per run of failures; never an exception in the user's handshake."""
+        try:
+            result = call()
+        except Exception as exc:
+            self.counters.add("store_errors")
+            if not self._store_failing:
+                self._store_failing = True
+                logger.warning(
+                    "the session store %s failed (%s: %s); connecting without it",
+                    type(self.cache).__name__,
+                    type(exc).__name__,
+                    exc,
+                )
+            return fallback
+        self._store_failing = False
+        return result
 
     def reinit_after_fork(self) -> None:
         self._lock = threading.Lock()  # one held by another thread at fork stays held
@@ -205,13 +242,15 @@ def link_connection(
 
 
 def run_now(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a store coroutine that never suspends (MemorySessionCache's) to its end, here."""
+    """Run a store coroutine that never suspends (a :class:`NowaitStore`'s) to its end, here."""
     try:
         coro.send(None)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     coro.close()
-    raise RuntimeError("the session store suspended: only MemorySessionCache is supported")
+    raise RuntimeError(
+        "the session store suspended: enable_resumption needs one whose calls complete at once"
+    )
 
 
 # Per context; weak, so a context nobody uses goes away with its state.

@@ -19,7 +19,9 @@ class ResumptionStats:
     - ``hits`` / ``misses``: connections that were / were not offered a session;
     - ``stored``: sessions handed to the store;
     - ``stale_dropped``: sessions dropped because the context's verification settings changed
-      since they were obtained (never offered under the new settings).
+      since they were obtained (never offered under the new settings);
+    - ``store_errors``: store calls that raised (each a miss, or a session not stored: the
+      connection goes on, logged once per run of failures).
     """
 
     full: int = 0
@@ -29,6 +31,7 @@ class ResumptionStats:
     misses: int = 0
     stored: int = 0
     stale_dropped: int = 0
+    store_errors: int = 0
 
 
 _NAMES = tuple(field.name for field in fields(ResumptionStats))
