@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ._timeout import deadline
-from .connector import ConnectionRecord
+from .record import ConnectionRecord
 
 logger = logging.getLogger("aiotlspool")
 

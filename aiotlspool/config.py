@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 from ._validate import count, optional_seconds, seconds
 
+# "socket": TLS on a non-blocking SSLSocket (aiotlspool.transports); "asyncio": the loop's own
+# create_connection(ssl=); "auto": the socket path where it was measured faster.
+TLS_TRANSPORTS = ("auto", "socket", "asyncio")
+
 
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
@@ -28,6 +32,7 @@ class PoolConfig:
     share_sessions_across_ports: bool = False
     close_timeout: float = 2.0
     store_timeout: float = 0.5
+    tls_transport: str = "auto"
 
     def __post_init__(self) -> None:
         count("max_connections", self.max_connections, minimum=1)
@@ -38,6 +43,10 @@ class PoolConfig:
             optional_seconds(name, getattr(self, name))
         for name in ("retry_backoff", "close_timeout", "store_timeout"):
             seconds(name, getattr(self, name))
+        if self.tls_transport not in TLS_TRANSPORTS:
+            raise ValueError(
+                f"tls_transport must be one of {TLS_TRANSPORTS}, got {self.tls_transport!r}"
+            )
         for name in ("require_resumption", "share_sessions_across_ports"):
             if not isinstance(getattr(self, name), bool):  # "false" is truthy: never guess
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")

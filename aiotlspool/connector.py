@@ -1,18 +1,21 @@
 """Opens TLS connections: offers a cached session, judges the handshake, stores what comes back.
 
-The only module that calls ``create_connection``. One connection's life as seen from here:
+One connection's life as seen from here (the transport is opened by
+:mod:`aiotlspool.transports.choice`: the loop's ``create_connection`` or the socket transport):
 
 1. the key for the endpoint (:class:`~aiotlspool.sessions.keyring.KeyRing`) and a session
    taken from the store for it;
-2. TCP + TLS through an :class:`~aiotlspool.offering.OfferingContext`, whose ``wrap_bio`` reads
-   the context's settings (a change since the take: nothing offered or captured, and the next
-   connect drops the stale sessions) and has the engine offer the session and watch;
+2. TCP + TLS through an :class:`~aiotlspool.offering.OfferingContext`, whose ``wrap_bio`` (or
+   ``wrap_socket``) reads the context's settings (a change since the take: nothing offered or
+   captured, and the next connect drops the stale sessions) and has the engine offer the
+   session and watch;
 3. the outcome counted (full, resumed, rejected), a refused session dropped;
 4. each new session stored as it arrives (native engine: TLS 1.2 at the end of the handshake,
    TLS 1.3 tickets when they come), or else captured once: TLS 1.2 after the handshake,
    TLS 1.3 at release once data arrived (tickets come first) or after close_notify at close.
 
-A :class:`ConnectionRecord` per open connection is held by the pool on its slot.
+A :class:`~aiotlspool.record.ConnectionRecord` per open connection is held by the pool on its
+slot.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, cast
 
 from ._timeout import deadline
@@ -33,6 +35,7 @@ from .endpoint import Endpoint
 from .engines.base import SessionEngine
 from .exceptions import ConnectError, ConnectTimeout, ResumptionRejected, is_transient, translate
 from .offering import Arrivals, OfferingContext
+from .record import ConnectionRecord
 from .sessions.cached import TLS13, CachedSession
 from .sessions.key import SessionKey
 from .sessions.keyring import KeyRing, StaleRule
@@ -41,23 +44,11 @@ from .sessions.store import SessionCache
 from .sessions.verification import Verification
 from .stats import Counters
 from .store_guard import GuardedStore
+from .transports.choice import open_tls_transport
 
 logger = logging.getLogger("aiotlspool")
 
 CloseHook = Callable[[Connection], Awaitable[None]]
-
-
-@dataclass(eq=False, slots=True)
-class ConnectionRecord:
-    """What the connector keeps about one open connection."""
-
-    connection: Connection
-    key: SessionKey
-    # A session still to be captured the explicit way (the engine does not watch it).
-    capture_pending: bool
-    # The ticket a TLS 1.3 connection resumed with: seen again, it is not a new one.
-    resumed_session_id: bytes
-    closing: bool = False
 
 
 class Connector:
@@ -187,13 +178,17 @@ class Connector:
         reader = asyncio.StreamReader()
         protocol = StreamProtocol(reader)
         started = time.perf_counter()
-        transport, _ = await loop.create_connection(
-            lambda: protocol,
+        opened: list[ConnectionRecord] = []  # (for the socket transport's before_close)
+        transport = await open_tls_transport(
+            self.config.tls_transport,
+            protocol,
             endpoint.host,
             endpoint.port,
-            # Duck-typed: asyncio and uvloop only call wrap_bio on it.
-            ssl=cast(ssl.SSLContext, offering),
-            server_hostname=endpoint.server_hostname,
+            endpoint.server_hostname,
+            bio_context=offering,  # asyncio and uvloop only call its wrap_bio
+            wrap_socket=offering.wrap_socket,
+            shutdown_timeout=self.config.close_timeout,
+            before_close=lambda tls: self._before_socket_close(opened, tls),
         )
         finished = time.perf_counter()
         offering.handshake_done = True
@@ -213,7 +208,7 @@ class Connector:
                 created_at=loop.time(),
                 close_hook=hook,
             )
-            return await self._after_handshake(conn, key, offering)
+            return await self._after_handshake(conn, key, offering, opened)
         except BaseException:
             if not transport.is_closing():  # (a close() above has counted itself)
                 self.counters.connections_closed += 1
@@ -221,7 +216,11 @@ class Connector:
             raise
 
     async def _after_handshake(
-        self, conn: Connection, key: SessionKey, offering: OfferingContext
+        self,
+        conn: Connection,
+        key: SessionKey,
+        offering: OfferingContext,
+        opened: list[ConnectionRecord],
     ) -> ConnectionRecord:
         reused = conn.session_reused
         offer = offering.session
@@ -260,6 +259,7 @@ class Connector:
             and not (reused and conn.tls_version != TLS13),
             resumed_session_id=offer.session_id if reused and offer is not None else b"",
         )
+        opened.append(record)  # (a close from here on may capture through it)
         if rejected and offer is not None:
             self.counters.rejected_sessions += 1
             if self.cache is not None:
@@ -294,6 +294,17 @@ class Connector:
         else:
             self.counters.cache_hits += 1
         return session
+
+    def _before_socket_close(self, opened: list[ConnectionRecord], tls: ssl.SSLSocket) -> None:
+        """The socket transport's last moment to read the TLS state (the close_notify
+        exchange done): capture the TLS 1.3 session still waiting for its ticket."""
+        if not opened or not opened[0].capture_pending or self.cache is None:
+            return
+        record = opened[0]
+        record.capture_pending = False
+        session = self.engine.capture(cast(ssl.SSLObject, tls))
+        if session is not None and session.session_id != record.resumed_session_id:
+            self._store_arrived(record.key, session)
 
     # -- storing sessions -----------------------------------------------------------------
 

@@ -10,11 +10,12 @@ to offer the cached session and to watch for new ones. The user's context is nev
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from .engines.base import SessionEngine, SessionSink
 from .sessions.cached import CachedSession
@@ -77,9 +78,24 @@ class OfferingContext:
         ssl_object = self.context.wrap_bio(
             incoming, outgoing, server_side=server_side, server_hostname=server_hostname
         )
+        self._prepare(ssl_object)
+        return ssl_object
+
+    def wrap_socket(self, sock: socket.socket, server_hostname: str) -> ssl.SSLSocket:
+        """The same for the socket transport (:mod:`aiotlspool.transports`): a client
+        ``SSLSocket`` whose handshake has not started."""
+        self.handshake_started = time.perf_counter()
+        tls = self.context.wrap_socket(
+            sock, server_hostname=server_hostname, do_handshake_on_connect=False
+        )
+        # The engines use only what SSLObject and SSLSocket have in common.
+        self._prepare(cast(ssl.SSLObject, tls))
+        return tls
+
+    def _prepare(self, ssl_object: ssl.SSLObject) -> None:
         self.ssl_object = ssl_object
         if self.session is None and self.sink is None:
-            return ssl_object  # no session store: nothing to offer, nothing to key
+            return  # no session store: nothing to offer, nothing to key
         now = verification_of(self.context)
         if now is not self.verification:
             self.settings_changed = True  # the session may come from weaker settings
@@ -88,7 +104,6 @@ class OfferingContext:
             self.offered = self.engine.offer(ssl_object, self.session)
         if self.sink is not None:
             self.watched = self.engine.watch(ssl_object, self.sink)
-        return ssl_object
 
     def __getattr__(self, name: str) -> Any:
         # Anything else a loop might read (e.g. check_hostname) comes from the real context.

@@ -17,11 +17,11 @@ from ._timeout import deadline
 from .background import Background
 from .config import PoolConfig
 from .connection import Connection
-from .connector import ConnectionRecord
 from .endpoint import Endpoint
 from .exceptions import ConnectError, PoolClosed, PoolTimeout
 from .lifetimes import Lifetimes
 from .pool_tls import PoolTLS
+from .record import ConnectionRecord
 from .sessions.store import SessionCache
 from .slots import Slot, SlotState, SlotTable
 from .stats import PoolStats
@@ -40,8 +40,7 @@ class Pool(PoolTLS):
         session_cache: ``None`` for a private :class:`MemorySessionCache`, ``False`` to disable
             resumption, or any :class:`SessionCache` (which may be shared between pools).
         max_connections: connections open at once, all endpoints together (default 100).
-        max_connections_per_endpoint: connections open at once to one endpoint (default: no
-            limit beyond ``max_connections``).
+        max_connections_per_endpoint: the same for one endpoint (default: no other limit).
         idle_timeout: seconds an idle connection is kept (default 30; None keeps it forever).
         max_lifetime: seconds after which a connection is not reused (default None: no limit).
         connect_timeout: seconds for TCP connect and TLS handshake together, retries included
@@ -50,17 +49,16 @@ class Pool(PoolTLS):
             connecting (default 30; None: no limit). Raises :class:`PoolTimeout`.
         connect_retries: further attempts after a transient connect failure (refused, reset;
             default 2), with jittered exponential backoff from ``retry_backoff`` seconds.
-        require_resumption: raise :class:`ResumptionRejected` when the server refuses a cached
-            session, instead of carrying on with a full handshake.
+        require_resumption: raise :class:`ResumptionRejected` if the server refuses a session.
         share_sessions_across_ports: key sessions by context and server name only, so that all
             ports of a host share them (as the ScyllaDB driver does). Default: per port.
         close_timeout: seconds to wait for the server's close_notify when closing (default 2).
         store_timeout: seconds a custom ``session_cache`` may take per call (default 0.5); a
             call that fails or runs out is a miss, never a failed connect (:class:`PoolStats`).
-        session_engine: how sessions are captured and offered: ``"native"`` through libssl
-            (no copies, no leak, every ticket captured as it arrives; needed for
-            export/import), ``"stdlib"`` through the standard library only, or ``"auto"``
-            (default): native when its self-check passes here.
+        tls_transport: ``"socket"`` (TLS on a non-blocking ``SSLSocket``), ``"asyncio"`` (the
+            loop's ``create_connection(ssl=)``) or ``"auto"`` (default: the loop's, for now).
+        session_engine: ``"native"`` (libssl: no copies, every ticket as it arrives; needed for
+            export/import), ``"stdlib"`` or ``"auto"`` (default: native if it works here).
 
     Use it as ``async with Pool(...) as pool`` or call :meth:`aclose` when done. A pool belongs
     to the event loop that first uses it.
@@ -83,6 +81,7 @@ class Pool(PoolTLS):
         share_sessions_across_ports: bool = False,
         close_timeout: float = 2.0,
         store_timeout: float = 0.5,
+        tls_transport: str = "auto",
         session_engine: str = "auto",
     ) -> None:
         # Every option is checked in one place.
@@ -99,6 +98,7 @@ class Pool(PoolTLS):
             share_sessions_across_ports=share_sessions_across_ports,
             close_timeout=close_timeout,
             store_timeout=store_timeout,
+            tls_transport=tls_transport,
         )
         self._background = Background(self._close_connection)
         super().__init__(ssl_context, session_cache, session_engine, config, self._background)

@@ -20,8 +20,8 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 from .config import PoolConfig
-from .connector import ConnectionRecord
 from .endpoint import Endpoint
+from .record import ConnectionRecord
 
 
 class SlotState(enum.Enum):

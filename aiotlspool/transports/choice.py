@@ -1,0 +1,76 @@
+"""Which transport one connection is opened with (``Pool(tls_transport=...)``), and opening it.
+
+- ``"socket"``: TLS on a non-blocking ``SSLSocket`` (:mod:`.socket_connect`);
+- ``"asyncio"``: the loop's own ``create_connection(ssl=)`` (asyncio's ``sslproto``, or uvloop's);
+- ``"auto"``: the loop's own for now. The socket transport costs 0.77-0.89x the client CPU of
+  asyncio's per resumed connect, but 1.1-1.3x uvloop's (scripts/socket_transport_cost.py); it
+  becomes the default on selector loops once the whole suite passes on it. The environment
+  variable ``AIOTLSPOOL_TLS_TRANSPORT=socket|asyncio`` overrides ``"auto"`` (the test suite
+  runs on both with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+from collections.abc import Callable
+from typing import cast
+
+from .socket_connect import open_socket_tls
+
+TRANSPORT_ENV = "AIOTLSPOOL_TLS_TRANSPORT"
+
+
+def uses_socket_transport(choice: str, loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``choice`` (``"auto"``, ``"socket"`` or ``"asyncio"``) means the socket
+    transport on ``loop``."""
+    if choice == "auto":
+        choice = os.environ.get(TRANSPORT_ENV, "").strip() or "asyncio"
+        if choice not in ("socket", "asyncio"):
+            raise ValueError(
+                f"the environment variable {TRANSPORT_ENV} must be 'socket' or 'asyncio', "
+                f"got {choice!r}"
+            )
+    return choice == "socket"
+
+
+async def open_tls_transport(
+    choice: str,
+    protocol: asyncio.Protocol,
+    host: str,
+    port: int,
+    server_hostname: str,
+    *,
+    bio_context: object,
+    wrap_socket: Callable[[socket.socket, str], ssl.SSLSocket],
+    shutdown_timeout: float,
+    before_close: Callable[[ssl.SSLSocket], object],
+) -> asyncio.Transport:
+    """Connect and handshake; return the transport, already connected to ``protocol``.
+
+    ``bio_context`` is passed to the loop as ``ssl=`` (the loop only calls its ``wrap_bio``);
+    ``wrap_socket`` makes the socket transport's ``SSLSocket``; ``before_close`` is called
+    with it at the socket transport's close, the last moment its TLS state can be read.
+    """
+    loop = asyncio.get_running_loop()
+    if uses_socket_transport(choice, loop):
+        socket_transport, _ = await open_socket_tls(
+            loop,
+            lambda: protocol,
+            host,
+            port,
+            wrap=lambda sock: wrap_socket(sock, server_hostname),
+            shutdown_timeout=shutdown_timeout,
+            before_close=before_close,
+        )
+        return socket_transport
+    transport, _ = await loop.create_connection(
+        lambda: protocol,
+        host,
+        port,
+        ssl=cast(ssl.SSLContext, bio_context),
+        server_hostname=server_hostname,
+    )
+    return transport
