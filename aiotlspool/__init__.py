@@ -32,6 +32,7 @@ from .sessions.cached import CachedSession
 from .sessions.file import FileSessionCache
 from .sessions.key import SessionKey, session_key
 from .sessions.memory import MemorySessionCache
+from .sessions.redis_store import RedisSessionCache
 from .sessions.sealing import EntrySealer
 from .sessions.store import SessionCache
 from .stats import PoolStats
@@ -53,6 +54,7 @@ __all__ = [
     "PoolError",
     "PoolStats",
     "PoolTimeout",
+    "RedisSessionCache",
     "ResumptionRejected",
     "ResumptionStats",
     "SessionCache",

@@ -3,8 +3,8 @@
 Modelled on rustls' ``ClientSessionStore`` trait: the pool only takes, puts and invalidates;
 expiry, bounds and sharing are the store's business. :class:`~aiotlspool.MemorySessionCache` is
 the default implementation; :class:`~aiotlspool.FileSessionCache` persists sessions in a
-directory shared by one user's processes. Both pass the same contract tests
-(``tests/unit/test_cache.py``).
+directory shared by one user's processes, :class:`~aiotlspool.RedisSessionCache` in Redis shared
+by processes on many hosts. All pass the same contract tests (``tests/unit/test_cache.py``).
 """
 
 from __future__ import annotations

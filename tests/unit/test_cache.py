@@ -1,15 +1,16 @@
 """The store contract - bounds, LRU order, expiry, single-use TLS 1.3 tickets, key isolation -
-for every store (MemorySessionCache and FileSessionCache, through the ``store`` fixture), and
-what is the memory cache's alone.
+for every store (MemorySessionCache, FileSessionCache and RedisSessionCache, through the
+``store`` fixture), and what is the memory cache's alone.
 
-Memory records wrap placeholder handles (the memory cache never looks inside one); file records
-wrap real native sessions (the file store serializes them). The pool tests cover real use.
+Memory records wrap placeholder handles (the memory cache never looks inside one); file and
+Redis records wrap real native sessions (those stores serialize them). The Redis kinds run
+against one real redis-server for the module. The pool tests cover real use.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,33 +19,43 @@ from hypothesis import strategies as st
 
 from aiotlspool import CachedSession, MemorySessionCache, SessionKey
 
-from ..support.helpers import key, run
-from ..support.stores import STORE_KINDS, StoreKind, store_kind
+from ..support.helpers import key
+from ..support.redisserver import RedisServer
+from ..support.stores import STORE_KINDS, StoreKind, redis_for_stores, store_kind
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with redis_for_stores() as server:
+        yield server
 
 
 @pytest.fixture(params=STORE_KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreKind:
-    return store_kind(request.param, tmp_path)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreKind]:
+    redis = request.getfixturevalue("redis_server") if request.param.startswith("redis") else None
+    kind = store_kind(request.param, tmp_path, redis)
+    yield kind
+    kind.close()
 
 
 def test_tls13_tickets_are_handed_out_once_newest_first(store: StoreKind) -> None:
     cache = store.cache()
     first, second = store.session(), store.session()
-    run(cache.put(key(), first))
-    run(cache.put(key(), second))
-    assert store.same(run(cache.get(key())), second)
-    assert store.same(run(cache.get(key())), first)
-    assert run(cache.get(key())) is None
+    store.run(cache.put(key(), first))
+    store.run(cache.put(key(), second))
+    assert store.same(store.run(cache.get(key())), second)
+    assert store.same(store.run(cache.get(key())), first)
+    assert store.run(cache.get(key())) is None
 
 
 def test_tls12_session_is_reusable_and_replaced_by_newer(store: StoreKind) -> None:
     cache = store.cache()
     old, new = store.session("TLSv1.2"), store.session("TLSv1.2")
-    run(cache.put(key(), old))
-    assert store.same(run(cache.get(key())), old)
-    assert store.same(run(cache.get(key())), old)
-    run(cache.put(key(), new))
-    assert store.same(run(cache.get(key())), new)
+    store.run(cache.put(key(), old))
+    assert store.same(store.run(cache.get(key())), old)
+    assert store.same(store.run(cache.get(key())), old)
+    store.run(cache.put(key(), new))
+    assert store.same(store.run(cache.get(key())), new)
     assert cache.size() == 1
 
 
@@ -52,20 +63,20 @@ def test_tickets_per_endpoint_bound(store: StoreKind) -> None:
     cache = store.cache(tickets_per_endpoint=3)
     sessions = [store.session() for _ in range(5)]
     for s in sessions:
-        run(cache.put(key(), s))
+        store.run(cache.put(key(), s))
     assert cache.size() == 3 and cache.evicted == 2
-    got = [store.ident(run(cache.get(key()))) for _ in range(3)]
+    got = [store.ident(store.run(cache.get(key()))) for _ in range(3)]
     assert got == [store.ident(s) for s in sessions[:1:-1]]
 
 
 def test_lru_eviction_of_least_recently_used_key(store: StoreKind) -> None:
     cache = store.cache(max_size=2)
-    run(cache.put(key("a"), store.session("TLSv1.2")))
-    run(cache.put(key("b"), store.session("TLSv1.2")))
-    run(cache.get(key("a")))  # a is now the most recently used
-    run(cache.put(key("c"), store.session("TLSv1.2")))
-    assert run(cache.get(key("b"))) is None
-    assert run(cache.get(key("a"))) is not None and run(cache.get(key("c"))) is not None
+    store.run(cache.put(key("a"), store.session("TLSv1.2")))
+    store.run(cache.put(key("b"), store.session("TLSv1.2")))
+    store.run(cache.get(key("a")))  # a is now the most recently used
+    store.run(cache.put(key("c"), store.session("TLSv1.2")))
+    assert store.run(cache.get(key("b"))) is None
+    assert store.run(cache.get(key("a"))) is not None and store.run(cache.get(key("c"))) is not None
     assert cache.evicted == 1
 
 
@@ -79,46 +90,46 @@ def test_expiry_uses_shorter_of_ttl_and_server_lifetime(store: StoreKind) -> Non
 
 def test_lifetime_zero_is_not_stored(store: StoreKind) -> None:
     cache = store.cache()
-    run(cache.put(key(), store.session(lifetime=0)))
+    store.run(cache.put(key(), store.session(lifetime=0)))
     assert cache.size() == 0
 
 
 def test_expired_sessions_are_dropped_and_counted(store: StoreKind) -> None:
     cache = store.cache(ttl=0.05)
-    run(cache.put(key(), store.session()))
+    store.run(cache.put(key(), store.session()))
     time.sleep(0.1)
-    assert run(cache.get(key())) is None
+    assert store.run(cache.get(key())) is None
     assert cache.expired == 1 and cache.size() == 0
 
 
 def test_version_change_replaces_stale_sessions(store: StoreKind) -> None:
     cache = store.cache()
-    run(cache.put(key(), store.session("TLSv1.3")))
+    store.run(cache.put(key(), store.session("TLSv1.3")))
     tls12 = store.session("TLSv1.2")
-    run(cache.put(key(), tls12))
-    assert cache.size() == 1 and store.same(run(cache.get(key())), tls12)
+    store.run(cache.put(key(), tls12))
+    assert cache.size() == 1 and store.same(store.run(cache.get(key())), tls12)
 
 
 def test_invalidate_one_or_all(store: StoreKind) -> None:
     cache = store.cache()
     a, b = store.session(), store.session()
-    run(cache.put(key(), a))
-    run(cache.put(key(), b))
-    run(cache.invalidate(key(), b))
-    assert store.same(run(cache.get(key())), a)
-    run(cache.put(key(), b))
-    run(cache.invalidate(key()))
+    store.run(cache.put(key(), a))
+    store.run(cache.put(key(), b))
+    store.run(cache.invalidate(key(), b))
+    assert store.same(store.run(cache.get(key())), a)
+    store.run(cache.put(key(), b))
+    store.run(cache.invalidate(key()))
     assert cache.size() == 0
-    run(cache.put(key(), a))
-    run(cache.clear())
+    store.run(cache.put(key(), a))
+    store.run(cache.clear())
     assert cache.size() == 0
 
 
 def test_reuse_option_keeps_tickets(store: StoreKind) -> None:
     cache = store.cache(reuse_tls13_tickets=True)
     s = store.session()
-    run(cache.put(key(), s))
-    assert store.same(run(cache.get(key())), s) and store.same(run(cache.get(key())), s)
+    store.run(cache.put(key(), s))
+    assert store.same(store.run(cache.get(key())), s) and store.same(store.run(cache.get(key())), s)
 
 
 @pytest.mark.parametrize(
@@ -144,12 +155,12 @@ def test_properties_against_a_model(store: StoreKind) -> None:
     """Never returns a session stored under another key, never holds more than its bounds,
     and never hands a TLS 1.3 ticket out twice."""
     # Each file example makes a directory and real sessions: fewer examples, no fsync.
-    examples = 200 if store.name == "memory" else 60
+    examples = 200 if store.name == "memory" else 60 if store.name.startswith("file") else 40
 
     @settings(max_examples=examples, deadline=None)
     @given(ops=operations, max_size=st.integers(1, 4), per_key=st.integers(1, 3))
     def check(ops, max_size: int, per_key: int) -> None:  # type: ignore[no-untyped-def]
-        if store.name == "memory":
+        if store.counts_keys:
             cache = store.cache(max_size=max_size, tickets_per_endpoint=per_key)
         else:
             cache = store.cache(
@@ -179,6 +190,6 @@ def test_properties_against_a_model(store: StoreKind) -> None:
                 if store.name == "memory":
                     assert len(cache._entries) <= max_size
 
-        asyncio.run(scenario())
+        store.run(scenario())
 
     check()
