@@ -1,4 +1,4 @@
-"""The ``aiotlspool`` command line: ``demo`` and ``probe``.
+"""The ``aiotlspool`` command line: ``demo``, ``probe`` and ``bench``.
 
 :func:`main` takes the arguments and returns the exit code, so tests call it in-process. Every
 failure the user can cause ends in one line on stderr and a documented exit code (see
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .. import __version__
+from .bench_args import add_bench_parser
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # an unexpected error (a bug: please report it) or the demo failed
@@ -118,15 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="reconnections per mechanism (5)",
     )
-    probe.add_argument(
-        "--servername",
-        metavar="NAME",
-        help="SNI and certificate name (HOST); '' (no SNI, no name check) needs --insecure",
-    )
-    probe.add_argument("--cafile", metavar="FILE", help="trust only the CA certificates in FILE")
-    probe.add_argument(
-        "--insecure", action="store_true", help="do not verify the certificate (said loudly)"
-    )
+    _add_tls_options(probe)
     probe.add_argument(
         "--timeout",
         type=_positive_float,
@@ -150,7 +143,25 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--tls1.2", dest="tls12", action="store_true", help="TLS 1.2 only")
     probe.add_argument("--tls1.3", dest="tls13", action="store_true", help="TLS 1.3 only")
     probe.set_defaults(handler=_probe)
+
+    bench = add_bench_parser(
+        commands, common, count=_positive_int, seconds=_positive_float, tls_options=_add_tls_options
+    )
+    bench.set_defaults(handler=_bench)
     return parser
+
+
+def _add_tls_options(parser: argparse.ArgumentParser) -> None:
+    """--servername, --cafile and --insecure: the probe's, and the bench's alike."""
+    parser.add_argument(
+        "--servername",
+        metavar="NAME",
+        help="SNI and certificate name (HOST); '' (no SNI, no name check) needs --insecure",
+    )
+    parser.add_argument("--cafile", metavar="FILE", help="trust only the CA certificates in FILE")
+    parser.add_argument(
+        "--insecure", action="store_true", help="do not verify the certificate (said loudly)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -256,7 +267,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _probe(args: argparse.Namespace) -> int:
     import asyncio
 
-    from ..exceptions import CertificateError, ConnectError, ConnectTimeout, TLSHandshakeError
+    from ..exceptions import ConnectError
     from .probe import MECHANISMS, probe
     from .report import print_report
     from .target import ProbeInputError
@@ -269,13 +280,7 @@ def _probe(args: argparse.Namespace) -> int:
     mechanisms = MECHANISMS
     if args.tls12 != args.tls13:
         mechanisms = tuple(m for m in MECHANISMS if m.startswith("tls1.2") == args.tls12)
-    if args.insecure:
-        print(
-            f"{PROG} probe: WARNING: --insecure: the certificate is NOT verified; anyone on "
-            "the path could be answering"
-            + ("; --servername '': no SNI is sent" if args.servername == "" else ""),
-            file=sys.stderr,
-        )
+    _warn_insecure(args)
     command = f"{PROG} probe"
     try:
         report = asyncio.run(
@@ -293,26 +298,64 @@ def _probe(args: argparse.Namespace) -> int:
         )
     except ProbeInputError as exc:
         raise _UsageError(str(exc)) from None
-    except ConnectTimeout as exc:
-        return _fail(f"{command}: {exc}", EXIT_TIMEOUT)
-    except CertificateError as exc:
-        hint = "use --cafile FILE to trust its CA, or --insecure to skip verification"
-        return _fail(f"{command}: {exc} ({hint})", EXIT_TLS)
-    except TLSHandshakeError as exc:
-        message = str(exc)
-        if "TLS server?" not in message:
-            message += " (is it a TLS server?)"
-        if len(mechanisms) < len(MECHANISMS):
-            message += f"; only TLS {'1.2' if args.tls12 else '1.3'} was tried"
-        return _fail(f"{command}: {message}", EXIT_TLS)
     except ConnectError as exc:
-        return _fail(f"{command}: {exc}", EXIT_CONNECT)
+        only = ("1.2" if args.tls12 else "1.3") if len(mechanisms) < len(MECHANISMS) else None
+        return _connect_failure(command, exc, only)
     if args.json:
         import json
 
         print(json.dumps(report.to_json(), indent=2))
     else:
         print_report(report, command)
+    return EXIT_OK
+
+
+def _warn_insecure(args: argparse.Namespace) -> None:
+    if args.insecure:
+        print(
+            f"{PROG} {args.command}: WARNING: --insecure: the certificate is NOT verified; "
+            "anyone on the path could be answering"
+            + ("; --servername '': no SNI is sent" if args.servername == "" else ""),
+            file=sys.stderr,
+        )
+
+
+def _connect_failure(command: str, exc: Exception, only_tls: str | None = None) -> int:
+    """One line and the exit code for a ConnectError; ``only_tls``: the one version tried."""
+    from ..exceptions import CertificateError, ConnectTimeout, TLSHandshakeError
+
+    if isinstance(exc, ConnectTimeout):
+        return _fail(f"{command}: {exc}", EXIT_TIMEOUT)
+    if isinstance(exc, CertificateError):
+        hint = "use --cafile FILE to trust its CA, or --insecure to skip verification"
+        return _fail(f"{command}: {exc} ({hint})", EXIT_TLS)
+    if isinstance(exc, TLSHandshakeError):
+        message = str(exc)
+        if "TLS server?" not in message:
+            message += " (is it a TLS server?)"
+        if only_tls is not None:
+            message += f"; only TLS {only_tls} was tried"
+        return _fail(f"{command}: {message}", EXIT_TLS)
+    return _fail(f"{command}: {exc}", EXIT_CONNECT)
+
+
+# -- bench ----------------------------------------------------------------------------------
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from ..exceptions import ConnectError
+    from .bench import run_bench_command
+    from .target import ProbeInputError
+
+    try:
+        host, port = _probe_target(args)
+        send = _request_bytes(args, args.servername or host, port, method="GET")
+        _warn_insecure(args)
+        run_bench_command(args, host, port, send)
+    except ProbeInputError as exc:
+        raise _UsageError(str(exc)) from None
+    except ConnectError as exc:
+        return _connect_failure(f"{PROG} bench", exc, args.tls)
     return EXIT_OK
 
 
@@ -333,7 +376,7 @@ def _probe_target(args: argparse.Namespace) -> tuple[str, int]:
     return host, port
 
 
-def _request_bytes(args: argparse.Namespace, host: str, port: int) -> bytes:
+def _request_bytes(args: argparse.Namespace, host: str, port: int, method: str = "HEAD") -> bytes:
     from .target import ProbeInputError
 
     if args.http:
@@ -343,7 +386,7 @@ def _request_bytes(args: argparse.Namespace, host: str, port: int) -> bytes:
             raise ProbeInputError(f"invalid host name {host!r}") from None
         if port != 443:
             name += f":{port}"
-        return f"HEAD / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode()
+        return f"{method} / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode()
     if args.send is None:
         return b""
     try:
