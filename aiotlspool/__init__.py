@@ -35,6 +35,7 @@ from .sessions.memory import MemorySessionCache
 from .sessions.redis_store import RedisSessionCache
 from .sessions.sealing import EntrySealer
 from .sessions.store import SessionCache
+from .sessions.verification import set_trust_id
 from .stats import PoolStats
 
 __version__ = "0.1.0"
@@ -66,4 +67,5 @@ __all__ = [
     "resumption_endpoint",
     "resumption_stats",
     "session_key",
+    "set_trust_id",
 ]

@@ -25,6 +25,7 @@ import logging
 import random
 import ssl
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
@@ -35,7 +36,7 @@ from .endpoint import Endpoint
 from .engines.base import SessionEngine
 from .exceptions import ConnectError, ConnectTimeout, ResumptionRejected, is_transient, translate
 from .offering import Arrivals, OfferingContext
-from .record import ConnectionRecord
+from .record import CloseCapture, ConnectionRecord
 from .sessions.cached import TLS13, CachedSession
 from .sessions.key import SessionKey
 from .sessions.keyring import KeyRing, StaleRule
@@ -178,7 +179,7 @@ class Connector:
         reader = asyncio.StreamReader()
         protocol = StreamProtocol(reader)
         started = time.perf_counter()
-        opened: list[ConnectionRecord] = []  # (for the socket transport's before_close)
+        at_close = CloseCapture(self._before_socket_close)
         transport = await open_tls_transport(
             self.config.tls_transport,
             protocol,
@@ -188,7 +189,7 @@ class Connector:
             bio_context=offering,  # asyncio and uvloop only call its wrap_bio
             wrap_socket=offering.wrap_socket,
             shutdown_timeout=self.config.close_timeout,
-            before_close=lambda tls: self._before_socket_close(opened, tls),
+            before_close=at_close,
         )
         finished = time.perf_counter()
         offering.handshake_done = True
@@ -208,7 +209,7 @@ class Connector:
                 created_at=loop.time(),
                 close_hook=hook,
             )
-            return await self._after_handshake(conn, key, offering, opened)
+            return await self._after_handshake(conn, key, offering, at_close)
         except BaseException:
             if not transport.is_closing():  # (a close() above has counted itself)
                 self.counters.connections_closed += 1
@@ -220,7 +221,7 @@ class Connector:
         conn: Connection,
         key: SessionKey,
         offering: OfferingContext,
-        opened: list[ConnectionRecord],
+        at_close: CloseCapture,
     ) -> ConnectionRecord:
         reused = conn.session_reused
         offer = offering.session
@@ -259,7 +260,7 @@ class Connector:
             and not (reused and conn.tls_version != TLS13),
             resumed_session_id=offer.session_id if reused and offer is not None else b"",
         )
-        opened.append(record)  # (a close from here on may capture through it)
+        at_close.record = weakref.ref(record)  # (a close from here on may capture through it)
         if rejected and offer is not None:
             self.counters.rejected_sessions += 1
             if self.cache is not None:
@@ -295,16 +296,12 @@ class Connector:
             self.counters.cache_hits += 1
         return session
 
-    def _before_socket_close(self, opened: list[ConnectionRecord], tls: ssl.SSLSocket) -> None:
-        """The socket transport's last moment to read the TLS state (the close_notify
-        exchange done): capture the TLS 1.3 session still waiting for its ticket."""
-        if not opened or not opened[0].capture_pending or self.cache is None:
-            return
-        record = opened[0]
-        record.capture_pending = False
-        session = self.engine.capture(cast(ssl.SSLObject, tls))
-        if session is not None and session.session_id != record.resumed_session_id:
-            self._store_arrived(record.key, session)
+    def _before_socket_close(self, record: ConnectionRecord, tls: ssl.SSLSocket) -> None:
+        """The socket transport's last moment to read the TLS state (close_notify exchanged):
+        take the TLS 1.3 session still waiting for its ticket, for :meth:`_capture`."""
+        if record.capture_pending and self.cache is not None:
+            record.session_at_close = self.engine.capture(cast(ssl.SSLObject, tls))
+            record.captured_at_close = True
 
     # -- storing sessions -----------------------------------------------------------------
 
@@ -358,7 +355,10 @@ class Connector:
             return
         record.capture_pending = False
         conn = record.connection
-        session = self.engine.capture(conn.ssl_object)
+        if record.captured_at_close:
+            session = record.session_at_close
+        else:
+            session = self.engine.capture(conn.ssl_object)
         if session is None:
             logger.debug("no resumable session from %s (%s)", conn.endpoint, conn.tls_version)
         elif record.resumed_session_id and session.session_id == record.resumed_session_id:

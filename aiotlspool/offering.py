@@ -86,7 +86,10 @@ class OfferingContext:
         ``SSLSocket`` whose handshake has not started."""
         self.handshake_started = time.perf_counter()
         tls = self.context.wrap_socket(
-            sock, server_hostname=server_hostname, do_handshake_on_connect=False
+            # "" (no name sent or checked: asyncio's meaning) is None for wrap_socket.
+            sock,
+            server_hostname=server_hostname or None,
+            do_handshake_on_connect=False,
         )
         # The engines use only what SSLObject and SSLSocket have in common.
         self._prepare(cast(ssl.SSLObject, tls))

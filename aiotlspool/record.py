@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ssl
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .connection import Connection
+from .sessions.cached import CachedSession
 from .sessions.key import SessionKey
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False)  # (no slots: the socket transport's close hook holds it weakly)
 class ConnectionRecord:
     """What the connector keeps about one open connection."""
 
@@ -19,3 +23,28 @@ class ConnectionRecord:
     # The ticket a TLS 1.3 connection resumed with: seen again, it is not a new one.
     resumed_session_id: bytes
     closing: bool = False
+    # The socket transport's capture at close (its SSLSocket forgets its TLS state once
+    # closed): taken in its close hook, stored by the connector's close.
+    captured_at_close: bool = False
+    session_at_close: CachedSession | None = None
+
+
+class CloseCapture:
+    """The socket transport's close hook for one connection (``before_close``): calls
+    ``method(record, ssl_socket)`` once the record exists.
+
+    The event loop holds the hook while the socket is open, and the record leads to the pool:
+    both are held weakly, so that a pool nobody uses is not kept alive by its sockets.
+    """
+
+    __slots__ = ("_method", "record")
+
+    def __init__(self, method: Callable[[ConnectionRecord, ssl.SSLSocket], None]) -> None:
+        self._method = weakref.WeakMethod(method)
+        self.record: weakref.ReferenceType[ConnectionRecord] | None = None
+
+    def __call__(self, tls: ssl.SSLSocket) -> None:
+        method = self._method()
+        record = self.record() if self.record is not None else None
+        if method is not None and record is not None:
+            method(record, tls)

@@ -69,6 +69,9 @@ class _Target:
             acquire_timeout=None,  # connect_timeout bounds each connection
             connect_retries=0,  # a probe reports what happened, it does not insist
             close_timeout=min(self.timeout, 2.0),
+            # The probe reads each session after its close_notify exchange, which an SSLObject
+            # keeps and the socket transport's SSLSocket forgets.
+            tls_transport="asyncio",
         )
 
     async def connect(self, pool: Pool) -> Connection:

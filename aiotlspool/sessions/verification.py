@@ -31,7 +31,7 @@ from typing import cast
 from ..engines.libssl import Libssl, NativeUnavailable
 from ..engines.libssl_load import load_libssl
 
-__all__ = ["Verification", "verification_of"]
+__all__ = ["Verification", "set_trust_id", "verification_of"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -47,6 +47,35 @@ class Verification:
     # client authentication, which a persistent store keeps only when asked. (Seen through
     # libssl only; without it False, and the fingerprint is marked incomplete.)
     client_certificate: bool = False
+
+
+# Names users gave to the trust of contexts whose CA certificates cannot be read (set_trust_id).
+_trust_ids: weakref.WeakKeyDictionary[ssl.SSLContext, str] = weakref.WeakKeyDictionary()
+
+
+def set_trust_id(context: ssl.SSLContext, trust_id: str | None) -> None:
+    """Name the trust of ``context`` in its sessions' keys (None: remove the name).
+
+    The keys of a context's sessions hold a fingerprint of everything its trust store holds.
+    A CA directory (``load_verify_locations(capath=...)``, or the system's default paths when
+    they are a directory) is read by OpenSSL lazily, during verification, so two contexts
+    trusting different directories can have the same fingerprint until then. Where sessions
+    are shared between processes or hosts (:class:`~aiotlspool.FileSessionCache`,
+    :class:`~aiotlspool.RedisSessionCache`), give such contexts a name for what they trust
+    (e.g. ``"corp-ca-2026"``, changed whenever the directory's contents change): keys then
+    match only between contexts with the same name. Changing it is like changing any other
+    verification setting: sessions of the old keys are not offered again.
+    """
+    if not isinstance(context, ssl.SSLContext):
+        raise TypeError(f"context must be an ssl.SSLContext, got {type(context).__name__}")
+    if trust_id is None:
+        with _lock:
+            _trust_ids.pop(context, None)
+        return
+    if not isinstance(trust_id, str) or not trust_id or not trust_id.isprintable():
+        raise ValueError(f"trust_id must be a non-empty printable string, got {trust_id!r}")
+    with _lock:
+        _trust_ids[context] = trust_id
 
 
 # The last settings seen per context: a probe equal to it needs no new fingerprint.
@@ -103,6 +132,7 @@ def _probe(context: ssl.SSLContext, libssl: Libssl | None) -> tuple[object, ...]
         _raw_max(context),
         context.check_hostname,
         context.hostname_checks_common_name,
+        _trust_ids.get(context),
     )
     if libssl is not None:
         level, objects, client_cert = libssl.context_probe(context)
@@ -121,6 +151,9 @@ def _fingerprint(context: ssl.SSLContext, libssl: Libssl | None) -> str:
         "minimum_version": int(context.minimum_version),
         "maximum_version": int(context.maximum_version),
     }
+    trust_id = _trust_ids.get(context)
+    if trust_id is not None:  # (absent otherwise: fingerprints made before it existed hold)
+        settings["trust_id"] = trust_id
     if libssl is not None:
         settings["trust_store"] = sorted(
             f"{kind}:{_digest(der)}" for kind, der in libssl.trust_store(context)
