@@ -61,13 +61,9 @@ async def test_websockets_resumes(
     assert (stats.full, stats.resumed) == (1, 1), stats
 
 
-@pytest.mark.parametrize("engine", ["native", "stdlib"])
+@pytest.mark.engines("native", "stdlib")
 def test_websockets_sync_client_reading_in_a_thread_never_hangs(
-    ca: trustme.CA,
-    cert: trustme.LeafCert,
-    tls_version: str,
-    engine: str,
-    monkeypatch: pytest.MonkeyPatch,
+    ca: trustme.CA, cert: trustme.LeafCert, tls_version: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # websockets' sync client reads in a thread of its own while the caller writes. A
     # new-session callback inside that thread's SSL_read (TLS 1.3 tickets) let the caller's
@@ -80,7 +76,6 @@ def test_websockets_sync_client_reading_in_a_thread_never_hangs(
     from aiotlspool.engines import session_callback
 
     monkeypatch.setenv("no_proxy", "*")
-    monkeypatch.setenv("AIOTLSPOOL_SESSION_ENGINE", engine)
     ctx = enable_resumption(client_context(ca, tls_version))
     rounds = 24
 
@@ -98,12 +93,20 @@ def test_websockets_sync_client_reading_in_a_thread_never_hangs(
         server = asyncio.run_coroutine_threadsafe(start(), loop).result(TIMEOUT)
         port = server.sockets[0].getsockname()[1]
         watched = session_callback.watched_count()
+        timeouts = 0
         for _ in range(rounds):
             uri = f"wss://{NAME}:{port}"
-            with connect(uri, ssl=ctx, open_timeout=3, close_timeout=1, proxy=None) as ws:
-                assert session_callback.watched_count() <= watched  # a socket: never watched
-                ws.send("ping")
-                assert ws.recv(timeout=TIMEOUT) == "ping"
+            try:
+                with connect(uri, ssl=ctx, open_timeout=2, close_timeout=1, proxy=None) as ws:
+                    assert session_callback.watched_count() <= watched  # a socket: never watched
+                    ws.send("ping")
+                    assert ws.recv(timeout=TIMEOUT) == "ping"
+            except TimeoutError:
+                timeouts += 1
+        # The same race exists without aiotlspool, far more rarely: a ticket processed inside
+        # the reading thread's SSL_read while the other thread writes. Seen once in 300
+        # connections of a plain context with both CPUs busy; with the callback, 1 in 6.
+        assert timeouts <= 1, f"{timeouts} of {rounds} opening handshakes hung"
         server.close()
         asyncio.run_coroutine_threadsafe(server.wait_closed(), loop).result(TIMEOUT)
     finally:
@@ -175,18 +178,11 @@ def https_server(ssl_context: ssl.SSLContext, lifetime: float = 60.0) -> Iterato
         thread.join(TIMEOUT)
 
 
-@pytest.mark.parametrize("engine", ["native", "stdlib"])
-def test_requests_threads_resume(
-    ca: trustme.CA,
-    cert: trustme.LeafCert,
-    tls_version: str,
-    engine: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.mark.engines("native", "stdlib")
+def test_requests_threads_resume(ca: trustme.CA, cert: trustme.LeafCert, tls_version: str) -> None:
     requests = require_module("requests")
     from requests.adapters import HTTPAdapter
 
-    monkeypatch.setenv("AIOTLSPOOL_SESSION_ENGINE", engine)
     ctx = enable_resumption(client_context(ca, tls_version))
 
     class ContextAdapter(HTTPAdapter):
