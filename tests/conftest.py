@@ -42,16 +42,20 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Every async test (they all drive a Pool) runs with both session engines, unless it
     # names the engines it is about (@pytest.mark.engines(...)) or its module does
-    # (SESSION_ENGINES).
+    # (SESSION_ENGINES).  A synchronous test runs with the engines its marker names, if any.
+    marker = metafunc.definition.get_closest_marker("engines")
     if inspect.iscoroutinefunction(metafunc.function):
-        marker = metafunc.definition.get_closest_marker("engines")
         engines = (
             list(marker.args)
             if marker is not None
             else getattr(metafunc.module, "SESSION_ENGINES", ["native", "stdlib"])
         )
-        metafunc.fixturenames.append("session_engine")
-        metafunc.parametrize("session_engine", engines, indirect=True)
+    elif marker is not None:
+        engines = list(marker.args)
+    else:
+        return
+    metafunc.fixturenames.append("session_engine")
+    metafunc.parametrize("session_engine", engines, indirect=True)
 
 
 @pytest.fixture(autouse=True)

@@ -139,15 +139,8 @@ async def test_httpx_resumes(ca: trustme.CA, cert: trustme.LeafCert, tls_version
     assert resumption_stats(ctx).resumed == 2
 
 
-@pytest.mark.parametrize("engine", ["native", "stdlib"])
-def test_sync_threads_resume(
-    ca: trustme.CA,
-    cert: trustme.LeafCert,
-    tls_version: str,
-    engine: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("AIOTLSPOOL_SESSION_ENGINE", engine)
+@pytest.mark.engines("native", "stdlib")  # (a sync test: only when named; see conftest)
+def test_sync_threads_resume(ca: trustme.CA, cert: trustme.LeafCert, tls_version: str) -> None:
     ctx = enable_resumption(client_context(ca, tls_version))
     threads, rounds = 4, 3
     errors: list[BaseException] = []

@@ -262,18 +262,23 @@ def postgres(certs: Certs) -> Iterator[PostgresServer]:
 SSL_QUERY = "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 
 
+def pg_options(server: PostgresServer, ctx: ssl.SSLContext) -> dict[str, Any]:
+    """How asyncpg reaches ``server`` over TLS with ``ctx`` (connect, create_pool)."""
+    # asyncpg passes host as the server name (start_tls): "localhost" is the certificate's.
+    return {
+        "host": server.server_name,
+        "port": server.port,
+        "user": server.user,
+        "database": server.database,
+        "ssl": ctx,
+        "timeout": TIMEOUT,
+    }
+
+
 async def pg_connect(server: PostgresServer, ctx: ssl.SSLContext) -> Any:
     import asyncpg
 
-    # asyncpg passes host as the server name (start_tls): "localhost" is the certificate's.
-    return await asyncpg.connect(
-        host=server.server_name,
-        port=server.port,
-        user=server.user,
-        database=server.database,
-        ssl=ctx,
-        timeout=TIMEOUT,
-    )
+    return await asyncpg.connect(**pg_options(server, ctx))
 
 
 async def test_asyncpg_works_and_never_resumes(
@@ -305,14 +310,7 @@ async def test_asyncpg_pool_burst_never_resumes(
     ctx = enable_resumption(client_context(certs, tls_version))
     size = 4
     async with asyncpg.create_pool(
-        host=postgres.server_name,
-        port=postgres.port,
-        user=postgres.user,
-        database=postgres.database,
-        ssl=ctx,
-        min_size=size,
-        max_size=size,
-        timeout=TIMEOUT,
+        **pg_options(postgres, ctx), min_size=size, max_size=size
     ) as pool:
 
         async def query(i: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import trustme
@@ -22,6 +23,7 @@ from ..support.servers import (
     Server,
     ThreadServer,
     client_context,
+    echo,
     running_server,
     server_context,
 )
@@ -44,32 +46,24 @@ def assert_each_resumed_its_own(servers: tuple[Server, Server], ctx: ssl.SSLCont
     assert (stats.full, stats.resumed, stats.rejected) == (2, 2, 0), stats
 
 
-async def two_servers(
-    cert: trustme.LeafCert, tls_version: str, handler: Callable[..., Awaitable[None]]
-) -> AsyncIterator[tuple[Server, Server]]:
-    async with (
-        running_server(server_context(cert, tls_version), handler) as one,
-        running_server(server_context(cert, tls_version), handler) as two,
-    ):
-        yield one, two
+def two_servers(handler: Callable[..., Awaitable[None]]) -> Any:
+    """A fixture: two servers of one name on two ports, each running ``handler``."""
+
+    @pytest.fixture
+    async def servers(
+        cert: trustme.LeafCert, tls_version: str
+    ) -> AsyncIterator[tuple[Server, Server]]:
+        async with (
+            running_server(server_context(cert, tls_version), handler) as one,
+            running_server(server_context(cert, tls_version), handler) as two,
+        ):
+            yield one, two
+
+    return servers
 
 
-@pytest.fixture
-async def echo_servers(
-    cert: trustme.LeafCert, tls_version: str
-) -> AsyncIterator[tuple[Server, Server]]:
-    from ..support.servers import echo
-
-    async for pair in two_servers(cert, tls_version, echo):
-        yield pair
-
-
-@pytest.fixture
-async def http_servers(
-    cert: trustme.LeafCert, tls_version: str
-) -> AsyncIterator[tuple[Server, Server]]:
-    async for pair in two_servers(cert, tls_version, http_once):
-        yield pair
+echo_servers = two_servers(echo)
+http_servers = two_servers(http_once)
 
 
 async def test_without_the_port_two_servers_of_one_name_thrash(
@@ -219,8 +213,6 @@ def test_anyio_connect_tls_on_trio(
     anyio = require_module("anyio")
     require_module("trio")
     from aiotlspool.integrations.anyio import connect_tls
-
-    from ..support.servers import echo
 
     ctx = enable_resumption(client_context(ca, tls_version))
 

@@ -3,9 +3,7 @@ resume in another one; what must not be stored is not; a failing store never fai
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import sys
 import textwrap
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import trustme
 
 from aiotlspool import FileSessionCache, Pool
 
-from ..support.helpers import connect_once
+from ..support.helpers import connect_once, python_child
 from ..support.servers import client_context, running_server, server_context
 
 SESSION_ENGINES = ["native"]
@@ -47,16 +45,8 @@ async def test_sessions_survive_the_process_and_resume_in_another(
             asyncio.run(main())
             """
         )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            child,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 0, err.decode()
-        assert out.decode().split() == ["reused", "True", "0"]
+        out = await python_child(child)
+        assert out.split() == ["reused", "True", "0"]
         assert srv.resumed == 1  # the server agrees
 
 

@@ -10,9 +10,9 @@ The slower tests run on the asyncio loop only (their subject is Redis, not the l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
-import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,10 +24,10 @@ import trustme
 from aiotlspool import Pool, RedisSessionCache
 
 from ..support.faultproxy import FaultProxy
-from ..support.helpers import connect_once, wait_for
+from ..support.helpers import connect_once, python_child, wait_for
 from ..support.realservers import Certs, certificates
 from ..support.redisserver import RedisServer
-from ..support.servers import client_context, running_server, server_context
+from ..support.servers import Server, client_context, running_server, server_context
 from ..support.stores import redis_for_stores
 
 SESSION_ENGINES = ["native"]  # (only native sessions can be stored outside the process)
@@ -175,6 +175,21 @@ def pool_key(store: RedisSessionCache) -> Any:
     return key
 
 
+@contextlib.asynccontextmanager
+async def resumed_through(
+    store: RedisSessionCache, ca: trustme.CA, cert: trustme.LeafCert
+) -> AsyncIterator[tuple[Server, Pool]]:
+    """A TLS 1.3 server and a pool on ``store`` (``store_timeout`` 0.3 s) that has made one
+    full handshake and one resumption, its sessions flushed to Redis."""
+    async with (
+        running_server(server_context(cert, "TLSv1.3")) as srv,
+        Pool(client_context(ca, "TLSv1.3"), session_cache=store, store_timeout=0.3) as pool,
+    ):
+        assert [await connect_once(pool, srv.port) for _ in range(2)] == [False, True]
+        await store.flush()
+        yield srv, pool
+
+
 @ONE_LOOP
 async def test_a_stalled_redis_costs_at_most_store_timeout(
     ca: trustme.CA,
@@ -187,13 +202,7 @@ async def test_a_stalled_redis_costs_at_most_store_timeout(
         # bound a stalled call.
         store = store_for(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=5.0)
         closing.append(store)
-        ctx = client_context(ca, "TLSv1.3")
-        async with (
-            running_server(server_context(cert, "TLSv1.3")) as srv,
-            Pool(ctx, session_cache=store, store_timeout=0.3) as pool,
-        ):
-            assert [await connect_once(pool, srv.port) for _ in range(2)] == [False, True]
-            await store.flush()
+        async with resumed_through(store, ca, cert) as (srv, pool):
             proxy.half_open("down")  # Redis's replies vanish on the open connections
             proxy.stall_after(0)  # and new connections get nothing either
             started = time.monotonic()
@@ -217,13 +226,7 @@ async def test_a_resetting_redis_is_a_counted_miss(
     async with FaultProxy(redis_server.port) as proxy:
         store = store_for(f"redis://127.0.0.1:{proxy.port}/0")
         closing.append(store)
-        ctx = client_context(ca, "TLSv1.3")
-        async with (
-            running_server(server_context(cert, "TLSv1.3")) as srv,
-            Pool(ctx, session_cache=store, store_timeout=0.3) as pool,
-        ):
-            assert [await connect_once(pool, srv.port) for _ in range(2)] == [False, True]
-            await store.flush()
+        async with resumed_through(store, ca, cert) as (srv, pool):
             proxy.reset_after(0)  # new connections: reset at once
             proxy.close_idle(reset=True)  # open ones: reset now
             await connect_once(pool, srv.port)
@@ -307,24 +310,8 @@ async def test_a_fleet_cold_start_one_full_handshake_then_every_process_resumes(
         assert await store.flush()
         args = [redis_server.url, SECRET.hex(), store.namespace, str(ca_file)]
         args += [str(srv12.port), str(srv13.port)]
-        children = [
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                CHILD,
-                *args,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            for _ in range(3)
-        ]
-        outputs = await asyncio.wait_for(
-            asyncio.gather(*(child.communicate() for child in children)), 60
-        )
-        results = []
-        for child, (out, err) in zip(children, outputs, strict=True):
-            assert child.returncode == 0, err.decode()
-            results.append(json.loads(out))
+        outputs = await asyncio.gather(*(python_child(CHILD, *args) for _ in range(3)))
+        results = [json.loads(out) for out in outputs]
         for version in ("TLSv1_2", "TLSv1_3"):
             assert [r[version][0] for r in results] == [True, True, True], results
             taken = [session_id for r in results for session_id in r[version][1]]

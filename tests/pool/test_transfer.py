@@ -7,7 +7,6 @@ import asyncio
 import base64
 import json
 import ssl
-import sys
 import textwrap
 
 import pytest
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 
 from aiotlspool import Pool
 
-from ..support.helpers import HOST, NAME, connect_once
+from ..support.helpers import HOST, NAME, connect_once, python_child
 from ..support.servers import client_context, running_server, server_context
 
 SESSION_ENGINES = ["native"]
@@ -67,16 +66,8 @@ async def test_import_in_another_process_resumes(ca, cert, tls_version, tmp_path
             asyncio.run(main())
             """
         )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            child,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 0, err.decode()
-        assert out.decode().strip() == "reused True"
+        out = await python_child(child)
+        assert out.strip() == "reused True"
 
 
 def _variants(ca: trustme.CA, tls_version: str) -> dict[str, ssl.SSLContext]:

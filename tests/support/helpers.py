@@ -1,13 +1,16 @@
 """Small helpers shared by the tests: the test endpoint's address and name, one round trip
-through a pool, pool and cache assertions, polling, and the CI strictness."""
+through a pool, pool and cache assertions, polling, a Python child process, and the CI
+strictness."""
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
+import sys
 import time
-from collections.abc import Callable
-from typing import Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
@@ -18,6 +21,8 @@ NAME = "localhost"  # the name the test certificate is valid for
 
 # In CI (CI=true) whatever the tests need must be installed: a missing piece fails, not skips.
 IN_CI = os.environ.get("CI") == "true"
+
+T = TypeVar("T")
 
 
 def require_module(name: str) -> Any:
@@ -85,6 +90,44 @@ async def wait_for(
             await asyncio.sleep(interval)
 
     await asyncio.wait_for(until(), timeout)  # asyncio.timeout() needs Python 3.11
+
+
+async def python_child(code: str, *args: str, timeout: float = 60) -> str:
+    """Run ``code`` in a new Python process (``python -c code *args``) and return its stdout,
+    asserting that it exited with 0 (its stderr is the message)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+# Children that start as a copy of the test process (its stores, records, barriers, queues).
+FORK = multiprocessing.get_context("fork")
+
+
+def run_forked(workers: Sequence[Callable[[], T]], timeout: float = 30) -> list[T]:
+    """Run each of ``workers`` in a forked child, all at once; return what they returned (in
+    the order they finished), asserting that every child exited with 0."""
+    results = FORK.Queue()
+
+    def child(worker: Callable[[], T]) -> None:
+        results.put(worker())
+
+    children = [FORK.Process(target=child, args=(worker,)) for worker in workers]
+    for process in children:
+        process.start()
+    outcomes: list[T] = [results.get(timeout=timeout) for _ in children]
+    for process in children:
+        process.join(10)
+        assert process.exitcode == 0
+    return outcomes
 
 
 # -- session cache records ------------------------------------------------------------------

@@ -37,14 +37,13 @@ from pathlib import Path
 
 from .realservers import (
     HOST,
-    SERVER_NAME,
     START_TIMEOUT,
     STOP_TIMEOUT,
     Certs,
     ServerStartError,
     ServerUnavailable,
-    _free_port,
     _Process,
+    _RestartableServer,
     _watchdog,
 )
 
@@ -88,6 +87,24 @@ def _as_server_user(argv: list[str]) -> tuple[list[str], pwd.struct_passwd | Non
 
 
 class _Postmaster(_Process):
+    def start(self) -> None:
+        # Where this process's lines begin: the log is appended to across restarts.
+        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
+        super().start()
+
+    def wait_ready(self, port: int, timeout: float = START_TIMEOUT) -> None:
+        """Listening is not enough: wait until the log says it accepts sessions."""
+        super().wait_ready(port, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.log.open("rb") as f:
+                f.seek(self._log_offset)
+                if READY in f.read():
+                    return
+            if self.exited() or time.monotonic() > deadline:
+                raise ServerStartError(f"{self.name} did not get ready:\n{self.log_tail()}")
+            time.sleep(0.01)  # no event for "a line was appended to a file"
+
     def stop(self) -> None:
         # Fast shutdown through the postmaster; SIGTERM to the whole group (what _Process does)
         # would be a "smart" shutdown that waits for clients, and would hit its children too.
@@ -100,83 +117,31 @@ class _Postmaster(_Process):
         super().stop()  # whatever is left: SIGTERM, SIGKILL; bookkeeping
 
 
-class PostgresServer:
+class PostgresServer(_RestartableServer):
     """A running PostgreSQL: connect to ``(host, port)`` as ``user`` to ``database`` over TLS
-    (the certificate covers ``server_name`` "localhost" and "127.0.0.1")."""
+    (the certificate covers ``server_name`` "localhost" and "127.0.0.1").
 
-    host = HOST
-    server_name = SERVER_NAME
+    ``start()`` (on the same port as before, or else on a free one), ``stop()`` (a fast
+    shutdown; the data directory is kept), ``restart()``, ``port`` and ``running`` come from
+    :class:`~.realservers._RestartableServer`."""
+
     user = USER
     database = DATABASE
 
     def __init__(self, argv: Sequence[str], workdir: Path) -> None:
-        self.workdir = workdir
+        super().__init__(workdir)
         self._argv = list(argv)  # all but the port
-        self._port: int | None = None
-        self._proc: _Postmaster | None = None
-        self.starts = 0
-
-    @property
-    def port(self) -> int:
-        assert self._port is not None, "never started"
-        return self._port
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and not self._proc.exited()
 
     def __repr__(self) -> str:
         return f"<PostgresServer {self.host}:{self._port}>"
 
-    def start(self) -> None:
-        """Start on the same port as before, or else on a free one (retried if taken)."""
-        if self.running:
-            return
-        attempts = 1 if self._port is not None else 3
-        for attempt in range(attempts):
-            port = self._port if self._port is not None else _free_port()
-            self.starts += 1
-            log = self.workdir / "postgres.log"
-            offset = log.stat().st_size if log.exists() else 0
-            proc = _Postmaster(
-                f"postgres#{self.starts}", [*self._argv, "-p", str(port)], self.workdir, log
-            )
-            proc.start()
-            try:
-                proc.wait_ready(port)  # listening; then wait until it accepts sessions
-                self._wait_log(proc, log, offset)
-            except ServerStartError:
-                proc.stop()
-                if attempt + 1 < attempts and "in use" in proc.log_tail():
-                    continue
-                raise
-            self._proc, self._port = proc, port
-            return
-
-    @staticmethod
-    def _wait_log(proc: _Process, log: Path, offset: int) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            with log.open("rb") as f:
-                f.seek(offset)
-                if READY in f.read():
-                    return
-            if proc.exited() or time.monotonic() > deadline:
-                raise ServerStartError(f"{proc.name} did not get ready:\n{proc.log_tail()}")
-            time.sleep(0.01)  # no event for "a line was appended to a file"
-
-    def stop(self) -> None:
-        """Fast shutdown; the data directory and the port are kept for start()."""
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def log_tail(self, lines: int = 30) -> str:
-        return self._proc.log_tail(lines) if self._proc else "(not running)"
+    def _new_process(self, port: int) -> _Process:
+        return _Postmaster(
+            f"postgres#{self.starts}",
+            [*self._argv, "-p", str(port)],
+            self.workdir,
+            self.workdir / "postgres.log",
+        )
 
 
 _HBA = f"""\

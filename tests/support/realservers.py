@@ -369,8 +369,8 @@ def _stop_everything() -> None:
 
 
 def _free_port() -> int:
-    # Race: another process may take the port before the server binds it.  RealServer.start()
-    # retries with another port when the log says "in use".
+    # Race: another process may take the port before the server binds it.
+    # _RestartableServer.start() retries with another port when the log says "in use".
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
@@ -609,12 +609,75 @@ asyncio.run(main())
 # --------------------------------------------------------------------------------------------
 
 
-class RealServer:
-    """A running server variant.  Connect to ``(host, port)`` with ``server_hostname =
-    server_name``, send ``request`` and read until the bytes end with ``reply_end``."""
+class _RestartableServer:
+    """A server on 127.0.0.1 run as one :class:`_Process` at a time, on a port kept across
+    ``stop()``, ``start()`` and ``restart()``.  What the servers of this module, of
+    :mod:`.redisserver` and of :mod:`.postgresserver` share; a subclass says how to make the
+    process for a port (:meth:`_new_process`)."""
 
     host = HOST
     server_name = SERVER_NAME
+
+    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+        self.workdir = workdir
+        self._port = port
+        self._proc: _Process | None = None
+        self.starts = 0  # processes made, failed attempts included
+
+    def _new_process(self, port: int) -> _Process:
+        """The process to run on ``port``, not yet started (``self.starts`` is its number)."""
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        """The port it listens on; kept across stop() and restart()."""
+        assert self._port is not None, "never started"
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and not self._proc.exited()
+
+    def start(self) -> None:
+        """Start: on the same port as before, or else on a free port, retried with another
+        free port if some other process takes it first.  No-op if running."""
+        if self.running:
+            return
+        attempts = 1 if self._port is not None else 3
+        for attempt in range(attempts):
+            port = self._port if self._port is not None else _free_port()
+            self.starts += 1
+            proc = self._new_process(port)
+            proc.start()
+            try:
+                proc.wait_ready(port)
+            except ServerStartError:
+                proc.stop()
+                if attempt + 1 < attempts and "in use" in proc.log_tail():
+                    continue
+                raise
+            self._proc, self._port = proc, port
+            return
+
+    def stop(self) -> None:
+        """Stop the process (group); the port is remembered for start(), not held meanwhile."""
+        if self._proc is not None:
+            self._proc.stop()
+            self._proc = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port with the same configuration (a new process:
+        in-memory session caches and random ticket keys are lost)."""
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return self._proc.log_tail(lines) if self._proc else "(not running)"
+
+
+class RealServer(_RestartableServer):
+    """A running server variant.  Connect to ``(host, port)`` with ``server_hostname =
+    server_name``, send ``request`` and read until the bytes end with ``reply_end``."""
 
     def __init__(
         self,
@@ -624,23 +687,15 @@ class RealServer:
         *,
         port: int | None = None,
     ) -> None:
+        super().__init__(workdir, port=port)
         self.variant: Variant = variant
         self.spec = VARIANTS[variant]
-        self.workdir = workdir
         self._make_argv = make_argv
-        self._port = port
-        self._proc: _Process | None = None
-        self.starts = 0
         # Set by session-scoped fixtures: other tests rely on this instance, so restart() and
         # reload() refuse (use a private instance: the start_realserver fixture).
         self.shared = False
 
     # What a client needs --------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        assert self._port is not None, "not started"
-        return self._port
-
     @property
     def tls_versions(self) -> frozenset[ssl.TLSVersion]:
         return self.spec.tls_versions
@@ -667,42 +722,18 @@ class RealServer:
         return f"<RealServer {self.variant} {self.host}:{self._port}>"
 
     # Life cycle -----------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start on the fixed port if there is one (restart), otherwise on a free port,
-        retrying with another free port if someone took it meanwhile."""
-        attempts = 1 if self._port is not None else 3
-        for attempt in range(attempts):
-            port = self._port if self._port is not None else _free_port()
-            self.starts += 1
-            proc = _Process(
-                f"{self.variant}#{self.starts}",
-                self._make_argv(port),
-                self.workdir,
-                self.workdir / f"{self.spec.binary}.log",
-            )
-            proc.start()
-            try:
-                proc.wait_ready(port)
-            except ServerStartError:
-                proc.stop()
-                if attempt + 1 < attempts and "in use" in proc.log_tail():
-                    continue
-                raise
-            self._proc, self._port = proc, port
-            return
-
-    def stop(self) -> None:
-        """Stop the process group; the port is remembered for restart() (not held meanwhile)."""
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
+    def _new_process(self, port: int) -> _Process:
+        return _Process(
+            f"{self.variant}#{self.starts}",
+            self._make_argv(port),
+            self.workdir,
+            self.workdir / f"{self.spec.binary}.log",
+        )
 
     def restart(self) -> None:
-        """Stop and start again on the same port with the same configuration (a new process:
-        in-memory session caches and random ticket keys are lost)."""
+        """As :meth:`_RestartableServer.restart`; refused on a shared instance."""
         self._check_private()
-        self.stop()
-        self.start()
+        super().restart()
 
     def reload(self) -> None:
         """nginx only: SIGHUP, then wait until the old workers are gone, so that every new
@@ -728,9 +759,6 @@ class RealServer:
     def _check_private(self) -> None:
         if self.shared:
             raise RuntimeError(f"{self!r} is shared by other tests: start a private instance")
-
-    def log_tail(self, lines: int = 30) -> str:
-        return self._proc.log_tail(lines) if self._proc else "(not running)"
 
 
 def _argv_factory(

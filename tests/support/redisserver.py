@@ -39,11 +39,9 @@ from typing import Literal
 
 from .realservers import (
     HOST,
-    SERVER_NAME,
     Certs,
-    ServerStartError,
-    _free_port,
     _Process,
+    _RestartableServer,
     _watchdog,
     find_binary,
 )
@@ -58,30 +56,19 @@ def redis_binary() -> str:
     return find_binary("redis-server")
 
 
-class RedisServer:
+class RedisServer(_RestartableServer):
     """A ``redis-server`` process: connect to ``(host, port)``; with TLS (``tls`` true) send
-    ``server_name`` ("localhost", which the certificate covers, as does "127.0.0.1")."""
+    ``server_name`` ("localhost", which the certificate covers, as does "127.0.0.1").
 
-    host = HOST
-    server_name = SERVER_NAME
+    ``start()`` (on the same port as before, or else on a free one), ``stop()`` (SIGTERM, then
+    SIGKILL), ``restart()`` (data, session cache and ticket keys are lost), ``port`` (the TLS
+    port with TLS, kept across them) and ``running`` come from
+    :class:`~.realservers._RestartableServer`."""
 
     def __init__(self, argv: Sequence[str], workdir: Path, *, tls: bool) -> None:
+        super().__init__(workdir)
         self.tls = tls
-        self.workdir = workdir
         self._argv = list(argv)  # all but the port options
-        self._port: int | None = None
-        self._proc: _Process | None = None
-        self.starts = 0
-
-    @property
-    def port(self) -> int:
-        """The one port it listens on (the TLS port with TLS); kept across stop()/restart()."""
-        assert self._port is not None, "never started"
-        return self._port
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and not self._proc.exited()
 
     @property
     def url(self) -> str:
@@ -92,45 +79,17 @@ class RedisServer:
     def __repr__(self) -> str:
         return f"<RedisServer {'tls' if self.tls else 'tcp'} {self.host}:{self._port}>"
 
-    def start(self) -> None:
-        """Start: on the same port as before, or else on a free port (retried if another
-        process takes it first).  No-op if running."""
-        if self.running:
-            return
-        attempts = 1 if self._port is not None else 3
-        for attempt in range(attempts):
-            port = self._port if self._port is not None else _free_port()
-            self.starts += 1
-            ports = ["--port", "0", "--tls-port", str(port)] if self.tls else ["--port", str(port)]
-            proc = _Process(
-                f"redis-server#{self.starts}",
-                [*self._argv, *ports],
-                self.workdir,
-                self.workdir / "redis.log",
-            )
-            proc.start()
-            try:
-                proc.wait_ready(port)
-            except ServerStartError:
-                proc.stop()
-                if attempt + 1 < attempts and "in use" in proc.log_tail():
-                    continue
-                raise
-            self._proc, self._port = proc, port
-            return
-
-    def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL); the port is remembered, not held."""
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-
-    def restart(self) -> None:
-        """A new process on the same port: data, session cache and ticket keys are lost."""
-        self.stop()
-        self.start()
+    def _new_process(self, port: int) -> _Process:
+        ports = ["--port", "0", "--tls-port", str(port)] if self.tls else ["--port", str(port)]
+        return _Process(
+            f"redis-server#{self.starts}",
+            [*self._argv, *ports],
+            self.workdir,
+            self.workdir / "redis.log",
+        )
 
     def log_tail(self, lines: int = 30) -> str:
+        """The log's last lines, also after stop()."""
         log = self.workdir / "redis.log"
         if not log.exists():
             return "(no log)"

@@ -9,8 +9,8 @@ through a real server is in tests/pool/test_file_store.py.
 from __future__ import annotations
 
 import base64
+import functools
 import json
-import multiprocessing
 import os
 import re
 import resource
@@ -32,7 +32,7 @@ from aiotlspool.engines.libssl import NativeSession
 from aiotlspool.sessions import private_files
 from aiotlspool.sessions.file_entries import EntryName, key_dir_name, seal_entry
 
-from ..support.helpers import key, make_session, run
+from ..support.helpers import FORK, key, make_session, run, run_forked
 from ..support.memory_tls import libssl_or_skip_module
 from ..support.stores import SECRET, native_record
 
@@ -380,8 +380,6 @@ def test_invalid_options_are_refused(directory: Path, options: dict[str, object]
 
 # -- processes and threads ---------------------------------------------------------------------
 
-FORK = multiprocessing.get_context("fork")
-
 
 def take_all(cache: FileSessionCache, limit: int = 1000) -> list[bytes]:
     """The ids of every session taken until the store has none (at most ``limit``: a store
@@ -402,9 +400,9 @@ def test_each_ticket_is_claimed_by_exactly_one_process(directory: Path) -> None:
     new_store(directory, **options)
     native_record()  # (made before the fork: the children reuse its handshake)
     processes, per_process = 4, 12
-    start, results = FORK.Barrier(processes), FORK.Queue()
+    start = FORK.Barrier(processes)
 
-    def worker() -> None:
+    def worker() -> tuple[list[bytes], list[bytes], int, int]:
         cache = new_store(directory, **options)
         start.wait()
         written, taken = [], []
@@ -416,15 +414,9 @@ def test_each_ticket_is_claimed_by_exactly_one_process(directory: Path) -> None:
             if got is not None:
                 taken.append(got.session_id)
         taken += take_all(cache)
-        results.put((written, taken, cache.rejected_entries, cache.failed_operations))
+        return written, taken, cache.rejected_entries, cache.failed_operations
 
-    children = [FORK.Process(target=worker) for _ in range(processes)]
-    for child in children:
-        child.start()
-    outcomes = [results.get(timeout=30) for _ in children]
-    for child in children:
-        child.join(10)
-        assert child.exitcode == 0
+    outcomes = run_forked([worker] * processes)
     parent = new_store(directory, **options)
     leftover = take_all(parent)
     written = [sid for outcome in outcomes for sid in outcome[0]]
@@ -468,12 +460,7 @@ def test_writers_in_several_processes_stay_near_the_bound(directory: Path) -> No
         for i in range(per_process):
             cache.put_nowait(key(f"h{number}-{i}.test"), native_record("TLSv1.2"))
 
-    children = [FORK.Process(target=worker, args=(n,)) for n in range(processes)]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(30)
-        assert child.exitcode == 0
+    run_forked([functools.partial(worker, n) for n in range(processes)])
     assert len(entry_files(directory)) <= 20 + processes
 
 
@@ -488,10 +475,8 @@ def test_invalidate_where_reads_only_this_processs_entries_also_after_fork(direc
     def another_process() -> None:  # (the same instance, forked: a process of its own)
         cache.put_nowait(elsewhere, native_record("TLSv1.2"))
 
-    child = FORK.Process(target=another_process)
-    child.start()
-    child.join(10)
-    assert child.exitcode == 0 and cache.size() == 3
+    run_forked([another_process])
+    assert cache.size() == 3
     seen: list[SessionKey] = []
 
     def stale(key: SessionKey) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import secrets
 import socket
@@ -28,7 +27,15 @@ from aiotlspool.sessions import file as file_module
 from aiotlspool.sessions.file_entries import EntryName, key_dir_name, seal_entry
 from aiotlspool.sessions.redis_entries import element_of
 
-from ..support.helpers import key, make_session, require_module, skip_or_fail, wait_for
+from ..support.helpers import (
+    FORK,
+    key,
+    make_session,
+    require_module,
+    run_forked,
+    skip_or_fail,
+    wait_for,
+)
 from ..support.memory_tls import libssl_or_skip_module
 from ..support.realservers import ServerUnavailable, _Process, _watchdog
 from ..support.redisserver import RedisServer, redis_binary
@@ -372,8 +379,6 @@ async def test_every_call_is_bounded_by_the_timeout() -> None:
 
 # -- several processes --------------------------------------------------------------------------
 
-FORK = multiprocessing.get_context("fork")
-
 
 def test_each_ticket_is_taken_by_exactly_one_process(redis_server: RedisServer) -> None:
     """Four processes, each with its own client and store, put tickets and take them at the
@@ -390,7 +395,7 @@ def test_each_ticket_is_taken_by_exactly_one_process(redis_server: RedisServer) 
         await redis.aclose()
 
     asyncio.run(seed())
-    start, results = FORK.Barrier(processes), FORK.Queue()
+    start = FORK.Barrier(processes)
 
     async def work() -> tuple[list[bytes], list[bytes], list[bytes], int, int]:
         redis = Redis(host=redis_server.host, port=redis_server.port)
@@ -413,16 +418,10 @@ def test_each_ticket_is_taken_by_exactly_one_process(redis_server: RedisServer) 
         troubles = store.rejected_entries + store.failed_operations
         return written, taken, shared, troubles, store.counters()["remote_hits"]
 
-    def worker() -> None:
-        results.put(asyncio.run(work()))
+    def worker() -> tuple[list[bytes], list[bytes], list[bytes], int, int]:
+        return asyncio.run(work())
 
-    children = [FORK.Process(target=worker) for _ in range(processes)]
-    for child in children:
-        child.start()
-    outcomes = [results.get(timeout=30) for _ in children]
-    for child in children:
-        child.join(10)
-        assert child.exitcode == 0
+    outcomes = run_forked([worker] * processes)
 
     async def leftovers() -> list[bytes]:
         redis = Redis(host=redis_server.host, port=redis_server.port)
