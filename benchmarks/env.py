@@ -201,6 +201,7 @@ def machine_info(pinning: Pinning, mode: str) -> dict[str, Any]:
                 "httpx",
                 "httpcore",
                 "curl_cffi",
+                "redis",
                 "matplotlib",
             )
         },

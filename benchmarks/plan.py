@@ -50,6 +50,15 @@ class Settings:
     integrations_seconds: float
     # Sections left out unless named in --sections.
     skip_by_default: tuple[str, ...] = ()
+    # fleet: worker processes, sequential connections each, repetitions of every run; fresh
+    # processes in the file-store chain; the Redis tier's cost: rounds, block, time cap
+    fleet_processes: int = 8
+    fleet_connections: int = 20
+    fleet_reps: int = 3
+    fleet_restarts: int = 4
+    fleet_cost_rounds: int = 60
+    fleet_cost_block: int = 20
+    fleet_cost_seconds: float = 40.0
 
     @property
     def key_types(self) -> tuple[str, ...]:
@@ -89,8 +98,12 @@ QUICK = Settings(
     integrations_rounds=8,
     integrations_block=10,
     integrations_seconds=12.0,
-    # The libraries' reconnect section adds ~1 min: only with --sections integrations.
-    skip_by_default=("integrations",),
+    # The libraries' reconnect section adds ~1 min, the fleet ~1: only when named.
+    skip_by_default=("integrations", "fleet"),
+    fleet_reps=1,
+    fleet_restarts=3,
+    fleet_cost_rounds=8,
+    fleet_cost_seconds=8.0,
 )
 
 FULL = Settings(

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import integrations_report
+from . import fleet_report, integrations_report
 from .figures import POOL_ENGINES, Index
 from .figures import fmt as _fmt
 from .figures import ratio as _ratio
@@ -127,6 +127,8 @@ def markdown(results: dict[str, Any], charts: list[str]) -> str:
 
     if results.get("integrations"):
         out += integrations_report.markdown(results["integrations"])
+    if results.get("fleet"):
+        out += fleet_report.markdown(results["fleet"])
 
     if results.get("burst"):
         out += [

@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from . import integrations, latency, memory, micro, profiling
+from . import fleet, integrations, latency, memory, micro, profiling
 from .certs import CertFiles
 from .clients import ALL_CLIENTS, REFERENCE_CLIENTS, TICKETS_PER_ENDPOINT, Target
 from .env import LoopFactory, Pinning, loop_factories
@@ -29,6 +29,7 @@ from .workloads import run_burst, run_cell
 
 SECTIONS = ("reconnect", "paired", "burst", "idle", "latency", "memory", "seam", "profile")
 SECTIONS += ("integrations",)  # aiohttp / httpx with enable_resumption, curl_cffi
+SECTIONS += ("fleet",)  # processes sharing sessions: Redis and file stores
 
 
 class Bench:
@@ -122,6 +123,8 @@ class Bench:
             steps += 2 * len(self._profiled_clients()) + 1
         if "integrations" in self.sections:
             steps += integrations.steps(self)
+        if "fleet" in self.sections:
+            steps += fleet.steps(self)
         return steps
 
     # -- sections ----------------------------------------------------------------------------
@@ -403,6 +406,10 @@ class Bench:
     def integrations(self) -> dict[str, Any]:
         """HTTP libraries without and with enable_resumption (benchmarks/integrations.py)."""
         return integrations.run_section(self)
+
+    def fleet(self) -> dict[str, Any]:
+        """Processes sharing sessions through Redis and files (benchmarks/fleet.py)."""
+        return fleet.run_section(self)
 
     def settings_dict(self) -> dict[str, Any]:
         return asdict(self.settings)

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from .figures import POOL_ENGINES, Index, median
+from .fleet_report import targets as fleet_targets
 from .integrations_report import targets as integrations_targets
 
 # Baselines the pool is compared with in the reconnect-heavy target.
@@ -118,7 +119,7 @@ def compute_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "detail": [],
             }
         )
-    return targets + integrations_targets(results)
+    return targets + integrations_targets(results) + fleet_targets(results)
 
 
 def _paired_targets(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -15,10 +15,22 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..exceptions import PoolError
 from ..pool import Pool
+from ..sessions.store import SessionCache
 from .demo_server import HOST, SERVER_DEADLINE, DemoError, DemoServer, demo_server
+from .demo_store import (
+    StoreError,
+    StoreSpec,
+    check_reachable,
+    describe,
+    finish,
+    in_new_process,
+    open_store,
+    parse_store,
+)
 from .loops import LoopName, loop_factory, run
 
 REQUEST = b"ping\n"
@@ -39,6 +51,7 @@ class PhaseResult:
     elapsed: float = 0.0
     engine: str = ""
     handshake_seconds: list[float] = field(default_factory=list)
+    store_note: str = ""  # with --store: what the store holds after the run
 
     @property
     def median_handshake_ms(self) -> float:
@@ -100,6 +113,7 @@ class DemoOptions:
     loop: LoopName = "asyncio"
     concurrency: int = 1
     engine: str = "auto"
+    store: str | None = None  # --store: file:DIR, redis://..., rediss://...
 
 
 # Batches alternate between the two pools, so that a change in the machine's load during the
@@ -108,15 +122,22 @@ BATCH = 50
 
 
 async def run_workloads(
-    server: DemoServer, options: DemoOptions, progress_factory: Callable[[str], Callable[[], None]]
+    server: DemoServer,
+    options: DemoOptions,
+    progress_factory: Callable[[str], Callable[[], None]],
+    store: tuple[StoreSpec, SessionCache] | None = None,
 ) -> tuple[PhaseResult, PhaseResult]:
-    """Warm up, then run the workload without and with the session cache, in turns."""
+    """Warm up, then run the workload without and with the session cache (or ``store``), in
+    turns."""
     context = client_context(server.ca_file, options.tls)
 
     def pool(use_cache: bool) -> Pool:
+        cache: SessionCache | Literal[False] | None = False
+        if use_cache:
+            cache = store[1] if store else None
         return Pool(
             context,
-            session_cache=None if use_cache else False,
+            session_cache=cache,
             max_connections=options.concurrency,
             session_engine=options.engine,
         )
@@ -124,7 +145,8 @@ async def run_workloads(
     # First-use costs (imports, loading the CA) are paid outside the measurement.
     async with pool(False) as warm_up:
         await run_batch(warm_up, server.port, PhaseResult("warm-up"), connections=5, concurrency=1)
-    results = (PhaseResult("without cache"), PhaseResult("with cache"))
+    label = "with cache" if store is None else f"with {STORE_NAMES[store[0].kind]}"
+    results = (PhaseResult("without cache"), PhaseResult(label))
     advances = [progress_factory(result.label) for result in results]
     async with pool(False) as without, pool(True) as with_:
         left = options.connections
@@ -140,6 +162,8 @@ async def run_workloads(
                     advance=advance,
                 )
             left -= batch
+    if store is not None:
+        results[1].store_note = await finish(*store)
     return results
 
 
@@ -154,16 +178,20 @@ def run_demo(options: DemoOptions) -> None:
     console = Console()
     factory = loop_factory(options.loop)  # before starting a server: fail fast without uvloop
     # Two pools; even at 10 connects/s the server outlives the run.
-    with demo_server(deadline=SERVER_DEADLINE + options.connections * 0.2) as server:
+    deadline = SERVER_DEADLINE + options.connections * 0.2
+    # Sessions are of no use once the server has stopped: the store keeps them no longer.
+    store = prepare_store(options, ttl=deadline)
+    with demo_server(deadline=deadline) as server:
         console.print(
             f"[bold]aiotlspool demo[/]: TLS echo server on 127.0.0.1:{server.port} "
             f"(pid {server.pid}, RSA-2048)\n"
             f"{options.connections} connections per pool, TLS {options.tls}, {options.loop} loop, "
             f"concurrency {options.concurrency}\n"
             "each: connect, write 5 bytes, read the echo, close; the two pools take turns"
+            + (f"\n{describe(store[0])}" if store else "")
         )
         with Progress(
-            "{task.description:<14}",
+            "{task.description:<16}",
             BarColumn(),
             MofNCompleteColumn(),
             console=console,
@@ -174,18 +202,45 @@ def run_demo(options: DemoOptions) -> None:
                 return lambda: progress.advance(task)
 
             try:
-                without, with_ = run(run_workloads(server, options, progress_factory), factory)
+                workloads = run_workloads(server, options, progress_factory, store)
+                without, with_ = run(workloads, factory)
             except (PoolError, OSError, asyncio.IncompleteReadError) as exc:
                 # The server died or was killed: say so in one line.
                 message = str(exc) or type(exc).__name__
                 raise DemoError(f"a connection to the demo server failed: {message}") from exc
+        if store is not None:  # while the server that issued the sessions still runs
+            restart = in_new_process(store[0], server.port, server.ca_file, options.tls, 60)
     console.print(render(without, with_))
     console.print(f"Session engine: {with_.engine}.")
+    if store is not None:
+        console.print(f"Store: {with_.store_note}.\nThen {restart}.\n{STORE_NOTE}")
     console.print(NOTES[options.tls])
     if with_.engine == "stdlib":
         console.print(STDLIB_NOTE)
 
 
+def prepare_store(options: DemoOptions, ttl: float) -> tuple[StoreSpec, SessionCache] | None:
+    """``--store``: what it names and the store, checked before the server starts (a Redis
+    server is pinged); StoreError if it cannot be used."""
+    if options.store is None:
+        return None
+    spec = parse_store(options.store)
+    if Pool(session_engine=options.engine).session_engine != "native":
+        raise StoreError(
+            "--store keeps sessions of the native session engine; this run uses the stdlib "
+            "engine (use --engine native or auto)"
+        )
+    store = open_store(spec, ttl)
+    check_reachable(spec)
+    return spec, store
+
+
+STORE_NAMES = {"file": "file store", "redis": "Redis store"}
+STORE_NOTE = (
+    "A session resumes only with the server that issued it: this demo's server stops with "
+    "the demo, so a later run cannot resume these sessions - the new process above is the "
+    "restart."
+)
 NOTES = {
     "1.2": "A resumed TLS 1.2 handshake skips the certificate, its verification and the key "
     "exchange.",
@@ -205,10 +260,11 @@ def render(without: PhaseResult, with_: PhaseResult) -> object:
     def ratio(new: float, old: float) -> str:
         return f"{new / old:.2f}x" if old > 0 and new > 0 else "-"
 
-    table = Table(title="TLS session resumption: without vs with the session cache")
+    cache = "the session cache" if with_.label == "with cache" else "a session store"
+    table = Table(title=f"TLS session resumption: without vs with {cache}")
     table.add_column("")
-    table.add_column("without cache", justify="right")
-    table.add_column("with cache", justify="right")
+    table.add_column(without.label, justify="right")
+    table.add_column(with_.label, justify="right")
     table.add_column("speedup", justify="right", style="bold green")
     table.add_row("connections", str(without.connections), str(with_.connections), "")
     table.add_row("full handshakes", str(without.full), str(with_.full), "")

@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from .. import __version__
 from .bench_args import add_bench_parser
+from .demo_args import add_demo_parser
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # an unexpected error (a bug: please report it) or the demo failed
@@ -63,39 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    demo = commands.add_parser(
-        "demo",
-        parents=[common],
-        help="reconnect to a local TLS server with and without the session cache",
-        description="Start a local TLS echo server (127.0.0.1, throwaway trustme certificates, "
-        "a child process that stops by itself), open N connections through each of two pools, "
-        "one without and one with the session cache, taking turns in batches of 50, and compare "
-        "handshakes, median handshake time and connects/s. "
-        "Needs the 'demo' extra: pip install 'aiotlspool[demo]'.",
-    )
-    demo.add_argument(
-        "--connections", type=_positive_int, default=300, metavar="N", help="per pool (300)"
-    )
-    demo.add_argument("--tls", choices=("1.2", "1.3"), default="1.3", help="TLS version (1.3)")
-    demo.add_argument(
-        "--loop",
-        choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="client event loop (asyncio)",
-    )
-    demo.add_argument(
-        "--concurrency",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="connections open at once per pool (1)",
-    )
-    demo.add_argument(
-        "--engine",
-        choices=("auto", "native", "stdlib"),
-        default="auto",
-        help="session engine of the pool (auto: native where its self-check passes)",
-    )
+    demo = add_demo_parser(commands, common, count=_positive_int)
     demo.set_defaults(handler=_demo)
 
     probe = commands.add_parser(
@@ -227,6 +196,7 @@ def _demo(args: argparse.Namespace) -> int:
     from ..pool import Pool
     from .demo import DemoOptions, demo_dependencies_missing, run_demo
     from .demo_server import DemoError
+    from .demo_store import StoreError
     from .loops import loop_factory
 
     missing = demo_dependencies_missing()
@@ -253,9 +223,12 @@ def _demo(args: argparse.Namespace) -> int:
         loop=args.loop,
         concurrency=args.concurrency,
         engine=args.engine,
+        store=args.store,
     )
     try:
         run_demo(options)
+    except StoreError as exc:  # --store: unusable (2), or Redis unreachable (3)
+        return _fail(f"{PROG} demo: {exc}", EXIT_CONNECT if exc.unreachable else EXIT_USAGE)
     except DemoError as exc:
         return _fail(f"{PROG} demo: {exc}", EXIT_ERROR)
     return EXIT_OK
