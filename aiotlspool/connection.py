@@ -68,7 +68,8 @@ class Connection:
     Facts about the connection: :attr:`endpoint`, :attr:`session_reused`, :attr:`tls_version`,
     :attr:`handshake_seconds` and :attr:`connect_seconds` (``time.perf_counter`` durations),
     :attr:`created_at` (event loop time), :attr:`checkouts` (times handed out by the pool),
-    :attr:`ssl_object`.
+    :attr:`ssl_object` (an ``ssl.SSLObject``, or on the socket transport an ``ssl.SSLSocket``,
+    which forgets its TLS state once closed: read what you need before closing).
     """
 
     def __init__(

@@ -56,7 +56,7 @@ class Pool(PoolTLS):
         store_timeout: seconds a custom ``session_cache`` may take per call (default 0.5); a
             call that fails or runs out is a miss, never a failed connect (:class:`PoolStats`).
         tls_transport: ``"socket"`` (TLS on a non-blocking ``SSLSocket``), ``"asyncio"`` (the
-            loop's ``create_connection(ssl=)``) or ``"auto"`` (default: the loop's, for now).
+            loop's ``create_connection(ssl=)``) or ``"auto"`` (default: socket, but on uvloop).
         session_engine: ``"native"`` (libssl: no copies, every ticket as it arrives; needed for
             export/import), ``"stdlib"`` or ``"auto"`` (default: native if it works here).
 

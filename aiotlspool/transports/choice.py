@@ -2,11 +2,12 @@
 
 - ``"socket"``: TLS on a non-blocking ``SSLSocket`` (:mod:`.socket_connect`);
 - ``"asyncio"``: the loop's own ``create_connection(ssl=)`` (asyncio's ``sslproto``, or uvloop's);
-- ``"auto"``: the loop's own for now. The socket transport costs 0.77-0.89x the client CPU of
-  asyncio's per resumed connect, but 1.1-1.3x uvloop's (scripts/socket_transport_cost.py); it
-  becomes the default on selector loops once the whole suite passes on it. The environment
-  variable ``AIOTLSPOOL_TLS_TRANSPORT=socket|asyncio`` overrides ``"auto"`` (the test suite
-  runs on both with it).
+- ``"auto"``: the socket transport on selector loops (the default asyncio loop), where it costs
+  0.77-0.89x the client CPU of asyncio's ``sslproto`` per resumed connect, and the loop's own on
+  uvloop, whose Cython TLS the socket transport does not beat (1.1-1.3x;
+  scripts/socket_transport_cost.py). The environment variable
+  ``AIOTLSPOOL_TLS_TRANSPORT=socket|asyncio`` overrides ``"auto"`` (CI runs the pool's tests on
+  both with it).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import ssl
 from collections.abc import Callable
 from typing import cast
 
-from .socket_connect import open_socket_tls
+from .socket_connect import open_socket_tls, socket_tls_supported
 
 TRANSPORT_ENV = "AIOTLSPOOL_TLS_TRANSPORT"
 
@@ -27,12 +28,15 @@ def uses_socket_transport(choice: str, loop: asyncio.AbstractEventLoop) -> bool:
     """Whether ``choice`` (``"auto"``, ``"socket"`` or ``"asyncio"``) means the socket
     transport on ``loop``."""
     if choice == "auto":
-        choice = os.environ.get(TRANSPORT_ENV, "").strip() or "asyncio"
-        if choice not in ("socket", "asyncio"):
+        choice = os.environ.get(TRANSPORT_ENV, "").strip() or "auto"
+        if choice not in ("auto", "socket", "asyncio"):
             raise ValueError(
                 f"the environment variable {TRANSPORT_ENV} must be 'socket' or 'asyncio', "
                 f"got {choice!r}"
             )
+        if choice == "auto":
+            uvloop = type(loop).__module__.partition(".")[0] == "uvloop"
+            return not uvloop and socket_tls_supported(loop)
     return choice == "socket"
 
 
