@@ -63,28 +63,26 @@ def _enable(context: Any) -> Any:
     return resumption_stats
 
 
-class AiohttpResuming(AiohttpClient):
+class _Resuming(Client):
+    """Mixed in before a library's client: its context is made resuming, and the context's
+    own statistics say how many handshakes resumed."""
+
+    resumes = True
+
+    def __init__(self, target: Target) -> None:
+        super().__init__(target)
+        self.stats = _enable(self.context)
+
+    def client_resumed(self) -> int | None:
+        return int(self.stats(self.context).resumed)
+
+
+class AiohttpResuming(_Resuming, AiohttpClient):
     name = "aiohttp+resumption"
-    resumes = True
-
-    def __init__(self, target: Target) -> None:
-        super().__init__(target)
-        self.stats = _enable(self.context)
-
-    def client_resumed(self) -> int | None:
-        return int(self.stats(self.context).resumed)
 
 
-class HttpxResuming(HttpxClient):
+class HttpxResuming(_Resuming, HttpxClient):
     name = "httpx+resumption"
-    resumes = True
-
-    def __init__(self, target: Target) -> None:
-        super().__init__(target)
-        self.stats = _enable(self.context)
-
-    def client_resumed(self) -> int | None:
-        return int(self.stats(self.context).resumed)
 
 
 class CurlClient(Client):

@@ -22,7 +22,6 @@ from aiotlspool import (
     resumption_stats,
 )
 
-from ..support.helpers import HOST, NAME
 from ..support.servers import Server, ThreadServer, client_context, echo, server_context
 from .test_enable_resumption import assert_adds_up, exchange
 
@@ -142,4 +141,3 @@ def test_stores_that_cannot_answer_inside_tls_calls_are_refused(ca: trustme.CA) 
 
     with pytest.raises(TypeError, match="AsyncOnly"):
         enable_resumption(client_context(ca), session_cache=AsyncOnly())
-    assert HOST and NAME  # (the shared names the servers above use)
