@@ -3,14 +3,12 @@ docs/cli.md) and its table (rich, from the ``bench-cli`` extra)."""
 
 from __future__ import annotations
 
-import ssl
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__
 from .bench_options import BenchOptions
 from .bench_stats import ModeTotals
+from .report import tool_json
 
 SCHEMA_VERSION = 1
 LOOP_SATURATED = 0.9  # an event loop this busy is the bottleneck: it cannot start more
@@ -94,12 +92,7 @@ class BenchReport:
         return {
             "schema_version": SCHEMA_VERSION,
             "command": "bench",
-            "tool": {
-                "name": "aiotlspool",
-                "version": __version__,
-                "python": sys.version.split()[0],
-                "openssl": ssl.OPENSSL_VERSION,
-            },
+            "tool": tool_json(),
             "target": {"host": options.host, "port": options.port, "server_name": self.server_name},
             "settings": {
                 "tls": options.tls,

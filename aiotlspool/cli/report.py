@@ -74,12 +74,7 @@ class ProbeReport:
         """The documented JSON document (``schema_version`` 1)."""
         return {
             "schema_version": SCHEMA_VERSION,
-            "tool": {
-                "name": "aiotlspool",
-                "version": __version__,
-                "python": sys.version.split()[0],
-                "openssl": ssl.OPENSSL_VERSION,
-            },
+            "tool": tool_json(),
             "target": {"host": self.host, "port": self.port, "server_name": self.server_name},
             "settings": {
                 "attempts": self.attempts,
@@ -104,6 +99,16 @@ _VERDICTS = {
     "error": ("error", "red"),
 }
 _HEADERS = ("mechanism", "resumed", "verdict", "ticket hint", "full hs", "resumed hs")
+
+
+def tool_json() -> dict[str, str]:
+    """The ``tool`` object of the probe's and the bench's JSON: who made the report, on what."""
+    return {
+        "name": "aiotlspool",
+        "version": __version__,
+        "python": sys.version.split()[0],
+        "openssl": ssl.OPENSSL_VERSION,
+    }
 
 
 def print_report(report: ProbeReport, command: str) -> None:
@@ -180,4 +185,12 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} ms"
 
 
-__all__ = ["SCHEMA_VERSION", "CheckResult", "Mechanism", "ProbeReport", "Verdict", "print_report"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "CheckResult",
+    "Mechanism",
+    "ProbeReport",
+    "Verdict",
+    "print_report",
+    "tool_json",
+]
