@@ -45,7 +45,7 @@ from .sessions.store import SessionCache
 from .sessions.verification import Verification
 from .stats import Counters
 from .store_guard import GuardedStore
-from .transports.choice import open_tls_transport
+from .transports.choice import open_tls_transport, resolve_choice
 
 logger = logging.getLogger("aiotlspool")
 
@@ -66,19 +66,19 @@ class Connector:
         spawn: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
         self.engine = engine
-        # Exactly the default store is called directly (it never suspends, never fails); any
-        # other store through the guard (bounded in time, failing open).
+        # Exactly the default store is called directly, and stored into without a task (it
+        # never suspends or fails; a subclass may); any other store through the guard.
+        self._memory_cache = cache if type(cache) is MemorySessionCache else None
         self.cache: SessionCache | GuardedStore | None = (
-            GuardedStore(cache, config.store_timeout, counters)
-            if cache is not None and type(cache) is not MemorySessionCache
-            else cache
+            cache
+            if cache is None or self._memory_cache is not None
+            else GuardedStore(cache, config.store_timeout, counters)
         )
         self.counters = counters
         self.config = config
         self.spawn = spawn  # runs a coroutine in a task the pool tracks (and awaits at close)
         self.keys = KeyRing(ssl_context, share_across_ports=config.share_sessions_across_ports)
-        # Exactly the default store (a subclass may await in put): stored without a task.
-        self._memory_cache = cache if type(cache) is MemorySessionCache else None
+        self.transport_choice = resolve_choice(config.tls_transport)
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -181,7 +181,7 @@ class Connector:
         started = time.perf_counter()
         at_close = CloseCapture(self._before_socket_close)
         transport = await open_tls_transport(
-            self.config.tls_transport,
+            self.transport_choice,
             protocol,
             endpoint.host,
             endpoint.port,

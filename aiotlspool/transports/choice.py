@@ -24,19 +24,26 @@ from .socket_connect import open_socket_tls, socket_tls_supported
 TRANSPORT_ENV = "AIOTLSPOOL_TLS_TRANSPORT"
 
 
+def resolve_choice(choice: str) -> str:
+    """``choice`` with the environment's override of ``"auto"`` applied; read once, when a
+    pool is made (ValueError for a value the variable may not have)."""
+    if choice != "auto":
+        return choice
+    override = os.environ.get(TRANSPORT_ENV, "").strip() or "auto"
+    if override not in ("auto", "socket", "asyncio"):
+        raise ValueError(
+            f"the environment variable {TRANSPORT_ENV} must be 'socket' or 'asyncio', "
+            f"got {override!r}"
+        )
+    return override
+
+
 def uses_socket_transport(choice: str, loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether ``choice`` (``"auto"``, ``"socket"`` or ``"asyncio"``) means the socket
-    transport on ``loop``."""
+    """Whether ``choice`` (resolved: ``"auto"``, ``"socket"`` or ``"asyncio"``) means the
+    socket transport on ``loop``."""
     if choice == "auto":
-        choice = os.environ.get(TRANSPORT_ENV, "").strip() or "auto"
-        if choice not in ("auto", "socket", "asyncio"):
-            raise ValueError(
-                f"the environment variable {TRANSPORT_ENV} must be 'socket' or 'asyncio', "
-                f"got {choice!r}"
-            )
-        if choice == "auto":
-            uvloop = type(loop).__module__.partition(".")[0] == "uvloop"
-            return not uvloop and socket_tls_supported(loop)
+        uvloop = type(loop).__module__.partition(".")[0] == "uvloop"
+        return not uvloop and socket_tls_supported(loop)
     return choice == "socket"
 
 
@@ -53,6 +60,8 @@ async def open_tls_transport(
     before_close: Callable[[ssl.SSLSocket], object],
 ) -> asyncio.Transport:
     """Connect and handshake; return the transport, already connected to ``protocol``.
+
+    ``choice`` is :func:`resolve_choice`'s result.
 
     ``bio_context`` is passed to the loop as ``ssl=`` (the loop only calls its ``wrap_bio``);
     ``wrap_socket`` makes the socket transport's ``SSLSocket``; ``before_close`` is called

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import trustme
 
+from aiotlspool import Pool
 from aiotlspool.connection import StreamProtocol
 from aiotlspool.endpoint import Endpoint
 from aiotlspool.engines.select import select_engine
@@ -807,3 +808,16 @@ async def test_transport_api_details(server, client_ctx, caplog) -> None:
     assert await replacement.lost is None
     assert recorder.events == ["made"]
     assert "closed" in repr(transport) and transport.get_protocol() is None
+
+
+def test_a_bad_transport_override_is_refused_when_the_pool_is_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIOTLSPOOL_TLS_TRANSPORT", "fast")
+    with pytest.raises(ValueError, match="AIOTLSPOOL_TLS_TRANSPORT"):
+        Pool(ssl.create_default_context())
+    monkeypatch.setenv("AIOTLSPOOL_TLS_TRANSPORT", "asyncio")
+    assert (
+        Pool(ssl.create_default_context(), tls_transport="socket")._connector.transport_choice
+        == "socket"
+    )
