@@ -10,10 +10,11 @@ import select
 import ssl
 from collections.abc import Awaitable, Callable
 
-from ._timeout import deadline
 from .endpoint import Endpoint
+from .transports.socket_tls import SocketTLSTransport
 
 logger = logging.getLogger("aiotlspool")
+_HAS_POLL = hasattr(select, "poll")
 
 
 class StreamProtocol(asyncio.StreamReaderProtocol):
@@ -37,10 +38,14 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self.lost = True
+        self.stop_waiting()
+        super().connection_lost(exc)
+
+    def stop_waiting(self) -> None:
+        """End the current :meth:`wait_lost` calls, lost or not."""
         for waiter in self._lost_waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        super().connection_lost(exc)
 
     async def wait_lost(self) -> None:
         """Wait until the transport is closed.
@@ -139,18 +144,29 @@ class Connection:
             # Only once: asyncio's SSL transport detaches itself on a second close(), after
             # which abort() does nothing and the socket lingers until garbage collection.
             self.writer.close()
+        if isinstance(transport, SocketTLSTransport) and transport.shutdown_timeout <= timeout:
+            # It ends its close (closing, or closed) within ``timeout`` itself, since
+            # close() started it: no deadline, a timer less per close.
+            await self._protocol.wait_lost()
+            return
+        # At ``timeout`` a timer aborts the socket and ends the wait: what a deadline on this
+        # task did, without its cancel-and-convert machinery (a third of a connect's timers).
+        timer = asyncio.get_running_loop().call_later(timeout, self._give_up_closing, timeout)
         try:
-            async with deadline(timeout):
-                await self._protocol.wait_lost()
-        except (TimeoutError, OSError) as exc:  # ssl.SSLError is an OSError
-            # The peer is gone or slow to answer; the socket is closed either way.
-            logger.debug("closing %s: %r", self.endpoint, exc)
-            transport.abort()
+            await self._protocol.wait_lost()
         except asyncio.CancelledError:
             raise  # the shutdown goes on; the caller may wait for it again
         except BaseException:
             transport.abort()
             raise
+        finally:
+            timer.cancel()
+
+    def _give_up_closing(self, timeout: float) -> None:
+        """The peer is gone or slow to answer: drop the socket (it is closed either way)."""
+        logger.debug("closing %s: no close_notify from the peer within %ss", self.endpoint, timeout)
+        self.writer.transport.abort()
+        self._protocol.stop_waiting()  # (an asyncio transport may report its loss later)
 
     def abort(self) -> None:
         """Drop the socket at once, without close_notify."""
@@ -161,26 +177,34 @@ class Connection:
 class _ReadableProbe:
     """Asks the kernel whether a socket has bytes or EOF waiting, without reading them.
 
-    The poller is made once per connection: checking an idle connection at checkout is then a
-    single ``poll(0)`` system call.
+    The descriptor and the poller are looked up once per connection, at its first check (many
+    connections are closed without one; it is asked only while the transport is open):
+    checking an idle connection at checkout is then a single ``poll(0)`` system call.
     """
 
-    __slots__ = ("_fd", "_poller")
+    __slots__ = ("_known_fd", "_poller", "_writer")
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        self._fd = -1
+        self._writer: asyncio.StreamWriter | None = writer
+        self._known_fd = -1
         self._poller: select.poll | None = None
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            self._fd = sock.fileno()
-            if hasattr(select, "poll"):
-                self._poller = select.poll()
-                self._poller.register(self._fd, select.POLLIN)
+
+    @property
+    def _fd(self) -> int:
+        if self._writer is not None:
+            sock = self._writer.get_extra_info("socket")
+            self._writer = None
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                self._known_fd = sock.fileno()
+        return self._known_fd
 
     def readable(self) -> bool:
         if self._fd < 0:
             return False  # nothing to ask (no socket exposed): rely on the protocol's flags
         with contextlib.suppress(OSError, ValueError):
+            if self._poller is None and _HAS_POLL:
+                self._poller = select.poll()
+                self._poller.register(self._fd, select.POLLIN)
             if self._poller is not None:
                 return bool(self._poller.poll(0))
             readable, _, _ = select.select([self._fd], [], [], 0)

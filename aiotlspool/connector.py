@@ -10,12 +10,10 @@ One connection's life as seen from here (the transport is opened by
    captured, and the next connect drops the stale sessions) and has the engine offer the
    session and watch;
 3. the outcome counted (full, resumed, rejected), a refused session dropped;
-4. each new session stored as it arrives (native engine: TLS 1.2 at the end of the handshake,
-   TLS 1.3 tickets when they come), or else captured once: TLS 1.2 after the handshake,
-   TLS 1.3 at release once data arrived (tickets come first) or after close_notify at close.
+4. each new session stored as it arrives (native engine), or else captured once: TLS 1.2
+   after the handshake, TLS 1.3 at release once data arrived or after close_notify at close.
 
-A :class:`~aiotlspool.record.ConnectionRecord` per open connection is held by the pool on its
-slot.
+A :class:`~aiotlspool.record.ConnectionRecord` per open connection is held by the pool's slot.
 """
 
 from __future__ import annotations
@@ -180,7 +178,7 @@ class Connector:
         protocol = StreamProtocol(reader)
         started = time.perf_counter()
         at_close = CloseCapture(self._before_socket_close)
-        transport = await open_tls_transport(
+        transport, _ = await open_tls_transport(
             self.transport_choice,
             protocol,
             endpoint.host,
@@ -188,6 +186,7 @@ class Connector:
             endpoint.server_hostname,
             bio_context=offering,  # asyncio and uvloop only call its wrap_bio
             wrap_socket=offering.wrap_socket,
+            connect_timeout=self.config.connect_timeout,  # (our deadline around all of it)
             shutdown_timeout=self.config.close_timeout,
             before_close=at_close,
         )
@@ -272,7 +271,7 @@ class Connector:
             for session in offering.sink.stop_holding():
                 if capture:
                     await self._store_now(key, session)
-        if conn.tls_version != TLS13:
+        if record.capture_pending and conn.tls_version != TLS13:
             await self._capture(record)
         if rejected and self.config.require_resumption:
             await self.close(record)
@@ -286,7 +285,8 @@ class Connector:
     async def take_session(self, key: SessionKey) -> CachedSession | None:
         if self.cache is None:
             return None
-        session = await self.cache.get(key)
+        memory = self._memory_cache  # (the default store: no coroutine to make and await)
+        session = memory.get_nowait(key) if memory is not None else await self.cache.get(key)
         if session is not None and session.engine != self.engine.name:
             # Stored by a pool using another engine (a shared cache): unusable here.
             session = None

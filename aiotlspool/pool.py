@@ -9,12 +9,11 @@ import asyncio
 import logging
 import ssl
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from ._timeout import deadline
 from .background import Background
+from .checkout import ConnectionBlock
 from .config import PoolConfig
 from .connection import Connection
 from .endpoint import Endpoint
@@ -107,6 +106,10 @@ class Pool(PoolTLS):
         self._closing: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None
         self._lifetimes = Lifetimes(self.config, self._reap)
+        # A connect started at once ends (ConnectTimeout) before acquire_timeout could: its
+        # deadline would never fire, and setting it costs a timer per connect.
+        connect, acquire = self.config.connect_timeout, self.config.acquire_timeout
+        self._connect_ends_first = connect is not None and (acquire is None or connect < acquire)
 
     # -- checking out and in ----------------------------------------------------------------
 
@@ -116,22 +119,15 @@ class Pool(PoolTLS):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    @asynccontextmanager
-    async def connection(
+    def connection(
         self, host: str, port: int, *, server_hostname: str | None = None
-    ) -> AsyncIterator[Connection]:
+    ) -> ConnectionBlock:
         """Check out a connection for the ``async with`` block, then give it back.
 
         If the block raises (or is cancelled), the connection is closed rather than pooled:
         whatever protocol exchange was under way is in an unknown state.
         """
-        conn = await self.acquire(host, port, server_hostname=server_hostname)
-        try:
-            yield conn
-        except BaseException:
-            await self._close_checked_out(conn)
-            raise
-        await self.release(conn)
+        return ConnectionBlock(self, host, port, server_hostname)
 
     async def acquire(
         self, host: str, port: int, *, server_hostname: str | None = None
@@ -154,6 +150,8 @@ class Pool(PoolTLS):
         self._background.close(to_close)
         if slot is not None and slot.record is not None:
             return self._hand_out(slot)  # an idle one: no deadline to set up
+        if slot is not None and self._connect_ends_first:
+            return await self._connect(slot)  # (raises ConnectError, never TimeoutError)
         try:
             async with deadline(self.config.acquire_timeout):
                 if slot is None:
@@ -210,6 +208,8 @@ class Pool(PoolTLS):
             return
         assert slot.record is not None
         self._table.remove(slot)
+        if not self._table.waiting:  # (the usual case: nobody to hand the slot to)
+            return await self._close_connection(slot.record)
         await self._background.close_now([slot.record, *self._assign()])
 
     def _checked_out_slot(self, conn: Connection, action: str) -> Slot | None:

@@ -17,7 +17,7 @@ import os
 import ssl
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..endpoint import Endpoint
 from .verification import Verification, verification_of
@@ -65,6 +65,15 @@ class SessionKey:
     unverified_host: str | None = None
     verification: str = ""
     client_certificate: bool = False
+    # Keys index the store several times per connect: hash once (equality is unchanged).
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.context, self.server_hostname, self.port, self.unverified_host)
+        object.__setattr__(self, "_hash", hash((*fields, self.verification)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def store_id(self) -> str:
         """A process-independent id of this key: verification settings, name, port, host.

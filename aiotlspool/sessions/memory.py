@@ -149,21 +149,21 @@ class MemorySessionCache(SessionCache):
 
     def put_nowait(self, key: SessionKey, session: CachedSession) -> None:
         """Store a session without awaiting (what :meth:`put` does, callable from a callback)."""
-        if self.lifetime_of(session) <= 0:
-            return
         server_left = self._server_lifetime_left(session)
+        if min(self.ttl, server_left) <= 0:  # (lifetime_of(), the server's part read once)
+            return
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry.tls_version != session.tls_version:
                 if entry is not None:
                     self._evicted += len(entry.sessions)
                 entry = self._entries[key] = _Entry(session.tls_version)
-            if any(stored.session is session for stored in entry.sessions):
-                return
-            if session.session_id and any(
-                stored.session.session_id == session.session_id for stored in entry.sessions
-            ):
-                return  # the same ticket or session, captured twice: keep one copy
+            session_id = session.session_id
+            for stored in entry.sessions:
+                if stored.session is session or (
+                    session_id and stored.session.session_id == session_id
+                ):
+                    return  # the same ticket or session, captured twice: keep one copy
             now = time.monotonic()
             entry.sessions.append(_Stored(session, now, now + server_left))
             # A TLS 1.2 session is reusable, so one per key is enough.
@@ -215,7 +215,14 @@ class MemorySessionCache(SessionCache):
 
     def _drop_expired(self, key: SessionKey, entry: _Entry, now: float) -> None:
         oldest_stored = now - self.ttl
-        live = [s for s in entry.sessions if s.expires_at > now and s.stored_at > oldest_stored]
+        sessions = entry.sessions
+        for s in sessions:
+            if s.expires_at <= now or s.stored_at <= oldest_stored:
+                break
+        else:
+            if sessions:
+                return  # (the usual case: nothing expired, nothing to copy)
+        live = [s for s in sessions if s.expires_at > now and s.stored_at > oldest_stored]
         if len(live) != len(entry.sessions):
             self._expired += len(entry.sessions) - len(live)
             entry.sessions = deque(live)

@@ -20,6 +20,7 @@ Only for loops with ``add_reader``/``add_writer`` (asyncio's selector loops, uvl
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import ssl
 from asyncio.trsock import TransportSocket
@@ -64,6 +65,8 @@ async def open_socket_tls(
     ``context.wrap_socket(sock, server_hostname=..., do_handshake_on_connect=False)``
     with a session offered (``session=`` or a session engine's ``offer``/``watch``); if it
     fails after making the ``SSLSocket`` (which took the descriptor), it must close it.
+    ``handshake_timeout=math.inf`` sets no deadline of its own (for a caller whose deadline
+    around the whole connect ends first: a timer less per connect).
     ``shutdown_timeout`` bounds ``transport.close()`` (asyncio's 30 s when None).
     ``before_close(ssl_socket)`` runs once, after ``connection_lost`` and before the socket
     closes: the last moment its TLS state (``session``, ...) can be read, the close_notify
@@ -99,8 +102,11 @@ async def open_socket_tls(
         tls.suppress_ragged_eofs = False  # type: ignore[attr-defined]
         protocol = protocol_factory()
         try:
-            async with deadline(timeout):
+            if timeout == math.inf:
                 await _handshake(loop, tls)
+            else:
+                async with deadline(timeout):
+                    await _handshake(loop, tls)
         except TimeoutError:
             raise ConnectionAbortedError(
                 f"SSL handshake is taking longer than {timeout} seconds: aborting the connection"

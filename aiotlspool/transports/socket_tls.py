@@ -64,7 +64,8 @@ class SocketTLSTransport(asyncio.Transport):
         self._fd = sock.fileno()
         self._protocol: Any = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
-        self._shutdown_timeout = SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout
+        # close() ends within this many seconds whatever the peer does (callers rely on it).
+        self.shutdown_timeout = SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout
         self._before_close = before_close
         self._out = WriteBuffer()
         self._dropped_writes = 0
@@ -168,7 +169,7 @@ class SocketTLSTransport(asyncio.Transport):
         if self._closing:
             return
         self._closing = True
-        self._timer = self._loop.call_later(self._shutdown_timeout, self._on_shutdown_timeout)
+        self._timer = self._loop.call_later(self.shutdown_timeout, self._on_shutdown_timeout)
         if self._out.pending is None:
             self._start_shutdown()
         self._update_interest()
