@@ -5,16 +5,17 @@ One process (the harness, on the client CPU), one event loop, three pools
 
 - ``memory``: a ``MemorySessionCache`` - the baseline;
 - ``redis``: a ``RedisSessionCache`` with its defaults: the in-process tier on, written behind
-  (the hot path: a TLS 1.2 session is reused from the tier without a round trip; a TLS 1.3
-  ticket is taken from Redis unless it is this process's own, not written yet);
+  (the hot path: a TLS 1.2 session is reused from the tier without a round trip; the newest
+  TLS 1.3 ticket is held in the process for its next connect, older ones published);
 - ``redis-cold``: the same with ``local=False``: every session read from Redis and parsed
   (what a process pays for a session another process wrote).
 
 After a warm-up, the pools take turns in blocks of ``fleet_cost_block`` sequential connections
 (connect, ``GET /``, response, close), the order rotating each round. Per block: client CPU
-(``getrusage``, so the store's background writes count too; a Redis store is flushed inside
-the block) and, per connection, the CPU and wall time of ``pool.acquire()`` - the connect with
-its resumed handshake.
+(``getrusage``, so the store's background writes count too; inside the block a Redis store
+writes what it queued - ``flush(publish_held=False)``: the ticket it holds for its next
+connect stays held, as in a process that goes on connecting) and, per connection, the CPU
+and wall time of ``pool.acquire()`` - the connect with its resumed handshake.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ async def _block(pool: Pool, store: Any, port: int, count: int) -> dict[str, Any
         finally:
             await conn.aclose()
     if isinstance(store, RedisSessionCache):
-        await store.flush()  # the writes this block queued are part of its cost
+        # The writes this block queued are part of its cost; its newest TLS 1.3 ticket stays
+        # held, as in a process that goes on connecting (its next block resumes with it).
+        await store.flush(publish_held=False)
     return {
         "cpu": _cpu() - cpu,
         "seconds": time.perf_counter() - started,

@@ -11,6 +11,7 @@ from .figures import fmt
 
 # The goals: the Redis tier adds < 15 % to a resumed connect on its hot path.
 TARGET_TIER_SHARE = 0.15
+TICKETS_PER_FULL = 2  # TLS 1.3 tickets nginx (OpenSSL's default) sends after a full handshake
 VARIANT_LABEL = {"cold": "all at once", "leader": "one first, then the others"}
 STORE_LABEL = {"memory": "per-process MemorySessionCache", "redis": "shared RedisSessionCache"}
 COST_LABEL = {
@@ -246,19 +247,36 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     def fulls(tls: str, variant: str, store: str) -> list[int]:
         return [r["full"] for r in groups.get((tls, variant, store), [])]
 
-    cold = [
-        f"TLS {tls}: {_spread(fulls(tls, 'cold', 'redis'))} full with Redis "
-        f"({_spread(fulls(tls, 'cold', 'memory'))} with memory caches)"
-        for tls in ("1.2", "1.3")
-        if fulls(tls, "cold", "redis")
-    ]
-    if cold:
-        met = all(max(fulls(tls, "cold", "redis"), default=1) <= 1 for tls in ("1.2", "1.3"))
+    if fulls("1.2", "cold", "redis"):
         out.append(
             {
-                "target": f"fleet of {n}, all starting at once: 1 full handshake per server "
-                "for the whole fleet (Redis store)",
-                "measured": "; ".join(cold),
+                "target": f"fleet of {n}, all starting at once, TLS 1.2: 1 full handshake for "
+                "the whole fleet, resumption everywhere after it (Redis store)",
+                "measured": f"{_spread(fulls('1.2', 'cold', 'redis'))} full with Redis "
+                f"({_spread(fulls('1.2', 'cold', 'memory'))} with memory caches)",
+                "met": _verdict(max(fulls("1.2", "cold", "redis")) <= 1),
+                "detail": [],
+            }
+        )
+    runs = groups.get(("1.3", "cold", "redis"), [])
+    if runs:
+        # A TLS 1.3 ticket resumes one connection: 8 processes connecting at once cannot all
+        # resume on one full handshake's tickets. The goal is that the store's tickets are
+        # used: the first connects wait for the first full handshake (the single flight) and
+        # at least its tickets resume them, so fewer full handshakes than without sharing.
+        memory = fulls("1.3", "cold", "memory")
+        met = all(r["first_resumed"] >= TICKETS_PER_FULL for r in runs) and max(
+            r["full"] for r in runs
+        ) < min(memory, default=n + 1)
+        out.append(
+            {
+                "target": f"fleet of {n}, all starting at once, TLS 1.3: the tickets the store "
+                f"holds are used (at least the {TICKETS_PER_FULL} of the first full handshake "
+                "resume first connects; fewer full handshakes than with memory caches)",
+                "measured": f"{_spread([r['first_resumed'] for r in runs])} of "
+                f"{runs[0]['first_connects']} first connects resumed; "
+                f"{_spread([r['full'] for r in runs])} full with Redis "
+                f"({_spread(memory)} with memory caches)",
                 "met": _verdict(met),
                 "detail": [],
             }
@@ -279,13 +297,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     runs = groups.get(("1.3", "leader", "redis"), [])
     if runs:
+        # (more may resume: the tickets of their resumptions are published while others wait)
         met = all(
-            r["first_resumed"] == min(r["first_connects"], r["held_at_start"] or 0) for r in runs
+            r["first_resumed"] >= min(r["first_connects"], r["held_at_start"] or 0) for r in runs
         )
         out.append(
             {
-                "target": f"fleet of {n}, one process first, TLS 1.3: as many first connects "
-                "resume as the store holds tickets (Redis store)",
+                "target": f"fleet of {n}, one process first, TLS 1.3: at least as many first "
+                "connects resume as the store holds tickets (Redis store)",
                 "measured": f"{_spread([r['first_resumed'] for r in runs])} of "
                 f"{runs[0]['first_connects']} resumed, "
                 f"{_spread([r['held_at_start'] for r in runs])} held; "

@@ -65,9 +65,14 @@ class StoreCounts:
 
     def counters(self) -> dict[str, int]:
         """Every count: ``local_hits`` (no round trip), ``remote_hits``, ``remote_misses``,
-        ``expired``, ``evicted``, ``skipped``, ``dropped``, ``failed``, ``rejected``."""
+        ``expired``, ``evicted``, ``skipped``, ``dropped``, ``failed``, ``rejected``; the
+        single flight's: ``flights_led`` (misses that made the full handshake for the
+        fleet), ``flights_waited`` (gets that waited for another process's session),
+        ``waits_in_vain`` (of those, the ones that got none)."""
         with self._lock:
             out = {n: self._counts[n] for n in ("local_hits", "remote_hits", "remote_misses")}
+            out.update({n: self._counts[n] for n in ("flights_led", "flights_waited")})
+            out["waits_in_vain"] = self._counts["waits_in_vain"]
             out.update({n: self._counts[n] for n in ("expired", "evicted", "skipped")})
             out.update(dropped=self._counts["dropped"], failed=self._counts["failed"])
             out["rejected"] = sum(self._rejections.values())

@@ -8,6 +8,9 @@ keys are in one slot, so that the scripts below may touch several of them)::
     {NAMESPACE}:lru        ZSET: <key id> -> when the key was last used (microseconds), for
                            the bound on how many keys the store holds (least recently used
                            go first)
+    {NAMESPACE}:flight:<key id>   STRING: the token of the process doing the full handshake
+                           for an empty key (the single flight), expiring with its lease
+    {NAMESPACE}:waiting:<key id>  STRING: how many takes found that flight (others wait)
 
 ``<key id>`` is :func:`~aiotlspool.sessions.file_entries.key_dir_name` - SHA-256 of the key's
 :meth:`~aiotlspool.SessionKey.store_id`, which names no server - and an entry is the file store's
@@ -20,19 +23,25 @@ What decides whether an entry is offered is its sealed contents, never its name:
 lies about the version or the times is refused or found expired when read.
 
 The scripts run atomically in Redis (a script is one command): ``TAKE`` pops the newest TLS 1.3
-ticket (or reads a reusable session in place), so that one taker gets each ticket; ``PUT``
-pushes an entry and applies the per-key rules and the bound; ``DROP`` removes entries by tag,
-by writer or all of them.
+ticket (or reads a reusable session in place), so that one taker gets each ticket, and on an
+empty key makes the caller the flight's leader (``SET NX PX``) or tells it that another leads;
+``PUT`` pushes an entry, applies the per-key rules and the bound, and ends the key's flight
+(returning whether anyone waited); ``DROP`` removes entries by tag, by writer or all of them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from .file_entries import EntryName, parse_name
+from .cached import TLS13, CachedSession
+from .file_entries import EntryName, parse_name, seal_entry, session_tag
+from .key import SessionKey
+from .sealing import EntrySealer
 
 __all__ = [
     "DROP",
@@ -46,6 +55,8 @@ __all__ = [
     "element_of",
     "headers_of",
     "lru_score",
+    "name_of",
+    "sealing",
     "split_element",
 ]
 
@@ -82,10 +93,35 @@ class Keys:
     def entries(self, key_id: str) -> str:
         return self.prefix + key_id
 
+    def flight(self, key_id: str) -> str:
+        return self.prefix + "flight:" + key_id
+
+    def waiting(self, key_id: str) -> str:
+        return self.prefix + "waiting:" + key_id
+
     @property
     def pattern(self) -> str:
         """A SCAN pattern for every key of the namespace (its characters are never special)."""
         return self.prefix + "*"
+
+
+def name_of(session: CachedSession, stored_ns: int, writer: str, ends: float) -> EntryName:
+    """The name of ``session``'s entry (what ``seal_entry`` would name it, without sealing);
+    the server's lifetime ``ends`` then (epoch seconds)."""
+    deadline = math.ceil(ends)
+    tls13 = session.tls_version == TLS13
+    return EntryName(stored_ns, deadline, tls13, session_tag(session.session_id), writer)
+
+
+def sealing(
+    sealer: EntrySealer, session: CachedSession, key: SessionKey, name: EntryName
+) -> Callable[[], bytes]:
+    """What makes the entry named ``name`` for ``session`` (sealed when called)."""
+
+    def seal() -> bytes:
+        return element_of(name, seal_entry(sealer, session, key, name.stored_ns, name.writer)[1])
+
+    return seal
 
 
 def element_of(name: EntryName, sealed: bytes) -> bytes:
@@ -146,8 +182,10 @@ local function headers(list, out)
 end
 """
 
-# KEYS: entries, lru. ARGV: now (ms), ttl (ms), reuse tickets ('1'/'0'), key id, LRU score.
-# Returns {entry or '', expired dropped, taken (1: popped), names left...}.
+# KEYS: entries, lru, flight, waiting. ARGV: now (ms), ttl (ms), reuse tickets ('1'/'0'), key
+# id, LRU score, flight lease (ms; 0: no single flight), the caller's flight token.
+# Returns {entry or '', expired dropped, taken (1: popped), flight, names left...}; flight:
+# 0 none, 1 the caller leads (the key is empty: it does the full handshake), 2 another leads.
 TAKE = Script(
     _FIELDS
     + """
@@ -174,19 +212,31 @@ while true do
     break
   end
 end
+local flight, lease = 0, tonumber(ARGV[6])
 if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[4])
 else
   redis.call('ZADD', KEYS[2], 'XX', ARGV[5], ARGV[4])
 end
-return headers(KEYS[1], {found, expired, taken})
+if found == '' and lease > 0 then
+  local leader = redis.call('GET', KEYS[3])
+  if leader == ARGV[7] or redis.call('SET', KEYS[3], ARGV[7], 'NX', 'PX', lease) then
+    flight = 1
+  else
+    flight = 2
+    redis.call('INCR', KEYS[4])
+    redis.call('PEXPIRE', KEYS[4], lease)
+  end
+end
+return headers(KEYS[1], {found, expired, taken, flight})
 """
 )
 
-# KEYS: entries, lru. ARGV: entry, its tag, its version ('12'/'13'), entries kept per key,
-# PEXPIRE (ms), LRU score, max keys, LRU scores below this are stale, key prefix, key id,
-# then pairs (key id, LRU score) of keys used since the last write.
-# Returns {stored (0: the same session was there), evicted, #victims, victims..., names...}.
+# KEYS: entries, lru, flight, waiting. ARGV: entry, its tag, its version ('12'/'13'), entries
+# kept per key, PEXPIRE (ms), LRU score, max keys, LRU scores below this are stale, key prefix,
+# key id, then pairs (key id, LRU score) of keys used since the last write.
+# Returns {stored (0: the same session was there), evicted, waited (takes that found the
+# key's flight, which ends here), #victims, victims..., names...}.
 PUT = Script(
     _FIELDS
     + """
@@ -203,6 +253,8 @@ for _, e in ipairs(old) do
   if tag(e) == new_tag then stored = 0 end
 end
 if evicted > 0 then stored = 1 end
+local waited = tonumber(redis.call('GET', KEYS[4]) or '0')
+redis.call('DEL', KEYS[3], KEYS[4])  -- an entry is there: the flight's waiters may take it
 if stored == 1 then
   local n = redis.call('LPUSH', KEYS[1], entry)
   if n > keep then
@@ -229,7 +281,7 @@ if excess > 0 then  -- (one more than needed: never this key, were it among the 
   end
 end
 if redis.call('PTTL', KEYS[2]) < px then redis.call('PEXPIRE', KEYS[2], px) end
-local out = {stored, evicted, #victims}
+local out = {stored, evicted, waited, #victims}
 for _, member in ipairs(victims) do out[#out + 1] = member end
 return headers(KEYS[1], out)
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,9 +21,10 @@ from . import redis_entries as data
 from .file_entries import EntryName
 from .redis_writer import Pending
 
-__all__ = ["PutReply", "RedisIO", "TakeReply"]
+__all__ = ["LEAD", "NO_FLIGHT", "WAIT", "PutReply", "RedisIO", "TakeReply", "client_for"]
 
 T = TypeVar("T")
+NO_FLIGHT, LEAD, WAIT = 0, 1, 2  # the TAKE script's answers about the key's single flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +33,13 @@ class TakeReply:
     expired: int  # expired entries the script dropped
     taken: bool  # popped (a ticket, or no entry at all); else it stays for others
     names: tuple[EntryName, ...]  # the key's entries after
+    flight: int = NO_FLIGHT  # on an empty key: LEAD (the caller does the handshake) or WAIT
 
 
 @dataclass(frozen=True, slots=True)
 class PutReply:
     evicted: int
+    waited: int  # takes that found the key's flight (ended by this write)
     victims: list[str]  # key ids evicted by the bound on keys
     names: tuple[EntryName, ...]
 
@@ -62,16 +65,23 @@ class RedisIO:
         self.keys = keys
         self.timeout = timeout
         self._on_failure = on_failure
+        self.answered_at = 0.0  # time.monotonic() of Redis's last answer
         self._timeout_error: type[Exception] = exceptions.TimeoutError
         self._no_script: type[Exception] = exceptions.NoScriptError
         # redis-py's cluster pipelines refuse scripts: there, one call per entry.
         self._pipelines = not isinstance(client, RedisCluster)
 
-    async def take(self, key_id: str, ttl: float, reuse: bool) -> TakeReply:
+    async def take(
+        self, key_id: str, ttl: float, reuse: bool, lease: float = 0.0, token: str = ""
+    ) -> TakeReply:
+        """Take (or read) the key's newest entry; on an empty key with a ``lease`` (seconds),
+        lead its single flight under ``token`` or learn that another process leads it."""
         args = [_ms(time.time()), _ms(ttl), "1" if reuse else "0", key_id, data.lru_score()]
+        args += [max(1, _ms(lease)) if lease > 0 else 0, token]
         reply = await self.call(lambda: self._eval(data.TAKE, self._names(key_id), args))
+        names = data.headers_of(reply[4:])
         element = reply[0] or None
-        return TakeReply(element, int(reply[1]), bool(reply[2]), data.headers_of(reply[3:]))
+        return TakeReply(element, int(reply[1]), bool(reply[2]), names, int(reply[3]))
 
     async def remove(self, key_id: str, element: bytes) -> None:
         """Remove one exact entry (a refused one that reads leave in place)."""
@@ -120,7 +130,9 @@ class RedisIO:
         """``call()`` bounded by ``timeout``; a failure is counted and raised."""
         try:
             async with deadline(self.timeout):
-                return await call()
+                result = await call()
+            self.answered_at = time.monotonic()
+            return result
         except StopAsyncIteration:
             raise
         except self._timeout_error as exc:
@@ -133,7 +145,8 @@ class RedisIO:
     # -- the calls themselves ---------------------------------------------------------------
 
     def _names(self, key_id: str) -> list[str]:
-        return [self.keys.entries(key_id), self.keys.lru]
+        k = self.keys
+        return [k.entries(key_id), k.lru, k.flight(key_id), k.waiting(key_id)]
 
     async def _eval(self, script: data.Script, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -153,7 +166,7 @@ class RedisIO:
         for i, item in enumerate(items):
             score = data.lru_score()
             stale = score - int((ttl * 1000 + data.EXPIRY_GRACE_MS) * 1000)
-            args = [item.element, item.name.tag, "13" if item.name.tls13 else "12", item.keep]
+            args = [item.element(), item.name.tag, "13" if item.name.tls13 else "12", item.keep]
             args += [item.px, score, max_keys, stale]
             args += [self.keys.prefix, item.key_id, *(pairs if i == 0 else [])]
             calls.append((self._names(item.key_id), args))
@@ -172,10 +185,26 @@ class RedisIO:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-            victims = [v.decode() for v in reply[3 : 3 + int(reply[2])]]
-            names_after = data.headers_of(reply[3 + len(victims) :])
-            out.append(PutReply(int(reply[1]), victims, names_after))
+            victims = [v.decode() for v in reply[4 : 4 + int(reply[3])]]
+            names_after = data.headers_of(reply[4 + len(victims) :])
+            out.append(PutReply(int(reply[1]), int(reply[2]), victims, names_after))
         return out
+
+
+def client_for(url: str, socket_timeout: float, options: Mapping[str, Any] | None) -> Any:
+    """A ``redis.asyncio.Redis`` for ``url`` with ``socket_timeout`` to connect and per reply
+    and one immediate retry on a new connection; ``options`` go to ``Redis.from_url``."""
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    settings: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "retry": Retry(NoBackoff(), 1),
+    }
+    settings.update(options or {})
+    return Redis.from_url(url, **settings)
 
 
 def _ms(seconds: float) -> int:

@@ -32,6 +32,7 @@ from .redis_writer import Pending, WriteQueue
 
 __all__ = ["Held", "InProcess", "LocalTier", "View"]
 
+K = TypeVar("K")
 V = TypeVar("V")
 TOUCH_EVERY = 1.0  # seconds between two LRU updates of one key for local hits
 
@@ -49,7 +50,7 @@ class LocalTier:
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self.reusable: OrderedDict[str, Held] = OrderedDict()
-        self.copies: OrderedDict[str, Held] = OrderedDict()
+        self.copies: OrderedDict[tuple[str, str, int, str], Held] = OrderedDict()
 
     def reusable_for(self, key_id: str, now: float) -> Held | None:
         held = self.reusable.get(key_id)
@@ -72,12 +73,12 @@ class LocalTier:
     def hold_copy(self, key_id: str, held: Held) -> None:
         if held.name.tls13:
             self.reusable.pop(key_id, None)  # the server moved to TLS 1.3: the TLS 1.2 goes
-        self.copies[key_id + held.name.file_name] = held
+        self.copies[_index(key_id, held.name)] = held
         _bound(self.copies, self.max_size)
 
     def copy_of(self, key_id: str, name: EntryName, taken: bool, now: float) -> Held | None:
         """The parsed session of an entry this process wrote (a ticket: that it just won)."""
-        index = key_id + name.file_name
+        index = _index(key_id, name)
         held = self.copies.pop(index, None) if taken else self.copies.get(index)
         if held is None or held.deadline <= now:
             return None
@@ -90,7 +91,7 @@ class LocalTier:
             session is None or held.session is session or held.name.tag == tag
         ):
             del self.reusable[key_id]
-        for index in [i for i in self.copies if i.startswith(key_id)]:
+        for index in [i for i in self.copies if i[0] == key_id]:
             copy = self.copies[index]
             if session is None or copy.session is session or copy.name.tag == tag:
                 del self.copies[index]
@@ -209,6 +210,11 @@ class InProcess:
         self.touches.clear()
 
 
-def _bound(mapping: OrderedDict[str, V], size: int) -> None:
+def _index(key_id: str, name: EntryName) -> tuple[str, str, int, str]:
+    """A copy's index: its key and what names its entry (cheaper than the whole name)."""
+    return key_id, name.writer, name.stored_ns, name.tag
+
+
+def _bound(mapping: OrderedDict[K, V], size: int) -> None:
     while len(mapping) > size:
         mapping.popitem(last=False)

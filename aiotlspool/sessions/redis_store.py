@@ -9,7 +9,7 @@ a store needs it (``pip install 'aiotlspool[redis]'``).
 from __future__ import annotations
 
 import asyncio
-import math
+import contextlib
 import os
 import threading
 import time
@@ -19,17 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 from .._timeout import deadline
 from .._validate import count, seconds
-from ..engines.libssl import NativeSession, NativeUnavailable
+from ..engines.libssl import NativeUnavailable
 from ..engines.libssl_load import load_libssl
 from . import file_entries as entries
 from . import redis_entries as data
-from .cached import TLS13, CachedSession
+from .cached import CachedSession
 from .file import _process
 from .key import SessionKey
+from .redis_codec import EntryCodec
 from .redis_counts import StoreCounts
-from .redis_io import RedisIO
-from .redis_local import Held, InProcess
-from .redis_writer import Pending, Writer
+from .redis_flight import Flights, Waiting, seconds_or_zero
+from .redis_io import LEAD, WAIT, RedisIO, client_for
+from .redis_local import InProcess
+from .redis_publish import Publisher
 from .sealing import EntrySealer
 from .store import SessionCache
 
@@ -38,8 +40,7 @@ if TYPE_CHECKING:
     from redis.asyncio.cluster import RedisCluster
 
 __all__ = ["RedisSessionCache"]
-
-BATCH = 64  # entries written per round trip
+_FLAGS = ("reuse_tls13_tickets", "store_client_certificate_sessions", "local", "write_behind")
 
 
 class RedisSessionCache(StoreCounts, SessionCache):
@@ -72,13 +73,29 @@ class RedisSessionCache(StoreCounts, SessionCache):
             False: ``put`` waits for Redis and raises if it fails.
         max_pending: entries that may wait to be written (the oldest dropped beyond).
         timeout: the longest one Redis call may take, in seconds (TimeoutError after).
+        single_flight_wait: the longest a get waits while another process makes the full
+            handshake for an empty key (see below); 0: no single flight. Keep it well below
+            the pool's ``store_timeout`` (0.5 s), which bounds the whole get.
+        single_flight_lease: how long a leader may take to publish its session; a leader
+            that dies delays the others this long at most.
+        hold_ticket_for: seconds this process keeps its newest TLS 1.3 ticket of a key for its
+            own next connect before publishing it (0: publish every ticket at once).
 
     The in-process tier: a reusable session (TLS 1.2) this process wrote or read is offered
-    again without a round trip until it expires or is invalidated; a TLS 1.3 ticket is always
-    taken from Redis (an atomic pop: exactly one process gets each), except one this process
-    captured that is still waiting to be written, which its next connect may take - it was
-    never anywhere else. When this process wins a ticket it wrote, it offers the session it
+    again without a round trip until it expires or is invalidated; a TLS 1.3 ticket is taken
+    from Redis (an atomic pop: exactly one process gets each), except one this process
+    captured and has not sent: the newest of each key is held back for ``hold_ticket_for``
+    (older ones are published at once; ``flush()`` publishes the held ones too), so that a
+    process reconnecting to a server pays no round trip. A held ticket is in no other place:
+    it is still used once. When this process wins a ticket it wrote, it offers the session it
     kept rather than parsing the entry again.
+
+    The single flight: a fleet that starts cold makes one full handshake per key. A get that
+    finds the key empty in Redis either leads (returns None: its caller's handshake makes the
+    session, which its put publishes) or, while another process leads, waits up to
+    ``single_flight_wait`` for that session, taking it as soon as it is there. While others
+    wait for a key, its TLS 1.3 tickets are published at once rather than held
+    (:mod:`~aiotlspool.sessions.redis_flight`).
 
     Errors: a get, an invalidation or a waited put raises when Redis fails (``TimeoutError``
     when it does not answer within ``timeout``, a ``redis.RedisError`` otherwise); the pool
@@ -102,14 +119,12 @@ class RedisSessionCache(StoreCounts, SessionCache):
         write_behind: bool = True,
         max_pending: int = 256,
         timeout: float = 0.5,
+        single_flight_wait: float = 0.25,
+        single_flight_lease: float = 0.25,
+        hold_ticket_for: float = 0.3,
     ) -> None:
-        flags = {
-            "reuse_tls13_tickets": reuse_tls13_tickets,
-            "store_client_certificate_sessions": store_client_certificate_sessions,
-            "local": local,
-            "write_behind": write_behind,
-        }
-        for name, flag in flags.items():
+        flags = (reuse_tls13_tickets, store_client_certificate_sessions, local, write_behind)
+        for name, flag in zip(_FLAGS, flags, strict=True):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {flag!r}")
         if not isinstance(namespace, str) or not data.NAMESPACE.fullmatch(namespace):
@@ -120,6 +135,9 @@ class RedisSessionCache(StoreCounts, SessionCache):
         self.tickets_per_endpoint = count("tickets_per_endpoint", tickets_per_endpoint, minimum=1)
         self.max_keys = count("max_keys", max_keys, minimum=1)
         self.timeout = seconds("timeout", timeout)
+        self.single_flight_wait = seconds_or_zero("single_flight_wait", single_flight_wait)
+        self.single_flight_lease = seconds("single_flight_lease", single_flight_lease)
+        self.hold_ticket_for = seconds_or_zero("hold_ticket_for", hold_ticket_for)
         self.reuse_tls13_tickets = reuse_tls13_tickets
         self.store_client_certificate_sessions = store_client_certificate_sessions
         self.write_behind = write_behind
@@ -140,8 +158,29 @@ class RedisSessionCache(StoreCounts, SessionCache):
             self.max_keys,
             count("max_pending", max_pending, minimum=1),
         )
-        self._writer = Writer(self._write_step, f"RedisSessionCache {namespace!r}")
-        self._last_ns = 0
+        self._flights = Flights(self.single_flight_wait, self.single_flight_lease)
+        self._publish = Publisher(
+            self._lock,
+            self._counts,
+            self._here,
+            self._io,
+            self._flights,
+            hold_for=self.hold_ticket_for,
+            max_keys=self.max_keys,
+            ttl=self.ttl,
+            describe=f"RedisSessionCache {namespace!r}",
+        )
+        self._codec = EntryCodec(
+            self._sealer,
+            self._libssl,
+            self._lock,
+            self._counts,
+            self._here,
+            self._refuse,
+            ttl=self.ttl,
+            keep=self.tickets_per_endpoint,
+            client_certificates=store_client_certificate_sessions,
+        )
         _live_stores.add(self)
 
     @classmethod
@@ -160,22 +199,12 @@ class RedisSessionCache(StoreCounts, SessionCache):
         a new connection (a restarted server leaves pooled connections dead).
         ``client_options`` go to ``Redis.from_url`` (e.g. ``ssl_ca_certs``,
         ``ssl_certfile``); ``options`` are the store's."""
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        settings: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": socket_timeout,
-            "retry": Retry(NoBackoff(), 1),
-        }
-        settings.update(client_options or {})
-        return cls(Redis.from_url(url, **settings), secret=secret, **options)
+        return cls(client_for(url, socket_timeout, client_options), secret=secret, **options)
 
     # -- the SessionCache interface ---------------------------------------------------------
 
     async def get(self, key: SessionKey) -> CachedSession | None:
-        key_id = entries.key_dir_name(key.store_id())
+        key_id = self._codec.key_id(key)
         now = time.time()
         with self._lock:
             self._here.note(key_id, key)
@@ -183,7 +212,7 @@ class RedisSessionCache(StoreCounts, SessionCache):
             if session is not None:
                 self._counts["local_hits"] += 1
                 if self._here.touch(key_id, now) and self.write_behind:
-                    self._writer.kick()
+                    self._publish.writer.kick()
                 return session
             batch = self._here.queue.writing(key_id)
         if batch is not None:  # this process's own put of the key is on its way: after it
@@ -191,24 +220,18 @@ class RedisSessionCache(StoreCounts, SessionCache):
         return await self._take(key, key_id)
 
     async def put(self, key: SessionKey, session: CachedSession) -> None:
-        item = self._entry_for(key, session)
+        item = self._codec.entry_for(key, session, self._reusable(session))
         if item is None:
             return
         if self.write_behind:
-            with self._lock:
-                evicted, dropped = self._here.queue.add(item)
-                self._counts["evicted"] += evicted
-                self._counts["dropped"] += dropped
-            self._writer.kick()
+            self._publish.behind(item)
         else:
-            with self._lock:
-                touches = self._here.take_touches()
-            await self._write([item], touches)
+            await self._publish.now(item)
 
     async def invalidate(self, key: SessionKey, session: CachedSession | None = None) -> None:
         """Forget ``session`` (by its session id) or every session of ``key``, here and in
         Redis."""
-        key_id = entries.key_dir_name(key.store_id())
+        key_id = self._codec.key_id(key)
         if session is None:
             await self._drop(key_id, None, "all", "")
         else:
@@ -241,33 +264,64 @@ class RedisSessionCache(StoreCounts, SessionCache):
         with self._lock:
             return self._here.size(self.ttl)
 
-    async def flush(self, timeout: float = 5.0) -> bool:
-        """Wait (at most ``timeout`` seconds) until every put has been written (or dropped);
-        whether nothing is left waiting. Call it before the event loop ends."""
-        try:
+    async def flush(self, timeout: float = 5.0, *, publish_held: bool = True) -> bool:
+        """Publish the held tickets and wait (at most ``timeout`` seconds) until every put has
+        been written (or dropped); whether nothing is left waiting. Call it before the event
+        loop ends (the pool does not). ``publish_held=False`` waits for what is queued only:
+        the held tickets stay for this process's next connects."""
+        if publish_held:
+            self._publish.release_held()
+        with contextlib.suppress(TimeoutError):
             async with deadline(timeout):
-                await self._writer.wait()
-        except TimeoutError:
-            pass
+                await self._publish.writer.wait()
         with self._lock:
-            return not self._here.queue.pending and self._here.queue.batch is None
+            queue = self._here.queue
+            return (
+                not queue.pending and queue.batch is None and (not publish_held or not queue.held)
+            )
+
+    @property
+    def backend_answered_at(self) -> float:
+        """``time.monotonic()`` of Redis's last answer (the pool's guard ends an outage on it)."""
+        return self._io.answered_at
 
     def lifetime_of(self, session: CachedSession) -> float:
         """Seconds ``session`` may stay in this store from now (0 or less: do not store)."""
-        return min(self.ttl, entries.server_lifetime_left(session))
+        return self._codec.lifetime_of(session)
 
     # -- taking -----------------------------------------------------------------------------
 
     async def _take(self, key: SessionKey, key_id: str) -> CachedSession | None:
-        for _ in range(self.tickets_per_endpoint + 2):  # (refused entries are skipped)
-            reply = await self._io.take(key_id, self.ttl, self.reuse_tls13_tickets)
+        waiting: Waiting | None = None
+        refused, started = 0, time.monotonic()
+        while refused < self.tickets_per_endpoint + 2:  # (refused entries are skipped)
+            with self._lock:
+                lease = self._flights.lease_for(key_id)
+            reuse, token = self.reuse_tls13_tickets, self._flights.token
+            try:  # (a waiter's takes end with its wait, however slow Redis or this loop is)
+                async with deadline(None if waiting is None else waiting.left()):
+                    reply = await self._io.take(key_id, self.ttl, reuse, lease, token)
+            except TimeoutError:
+                if waiting is None:
+                    raise
+                with self._lock:
+                    self._flights.missed(key_id, False, True, self._counts)
+                return None
             with self._lock:
                 self._counts["expired"] += reply.expired
                 self._here.view.saw(key_id, reply.names)
             if reply.element is None:
-                self._count("remote_misses")
+                if reply.flight == WAIT:  # another process makes the session: take it
+                    with self._lock:
+                        waiting = waiting or self._flights.begin_wait(key_id, started, self._counts)
+                    if (pause := waiting.next_poll()) is not None:
+                        await asyncio.sleep(pause)
+                        continue
+                with self._lock:
+                    led = reply.flight == LEAD
+                    self._flights.missed(key_id, led, waiting is not None, self._counts)
                 return None
-            held = self._open(reply.element, key_id, key, reply.taken)
+            held = self._codec.open(reply.element, key_id, key, reply.taken)
             if held is not None:
                 self._count("remote_hits")
                 if self._reusable(held.session):
@@ -276,80 +330,8 @@ class RedisSessionCache(StoreCounts, SessionCache):
                 return held.session
             if not reply.taken:  # a refused entry that reads leave in place: out with it
                 await self._io.remove(key_id, reply.element)
+            refused += 1
         return None
-
-    def _open(self, element: bytes, key_id: str, key: SessionKey, taken: bool) -> Held | None:
-        """The session of an entry read from ``key_id``'s list, or None (counted)."""
-        name, sealed = data.split_element(element)
-        if name is None:
-            self._refuse(key_id, "corrupt")
-            return None
-        if self._here.local is not None:
-            with self._lock:
-                copy = self._here.local.copy_of(key_id, name, taken, time.time())
-            if copy is not None:
-                return copy
-        try:
-            payload = entries.open_entry(self._sealer, sealed, key_id)
-            session = entries.session_of(payload, key, name, self._libssl, self.ttl)
-        except entries.EntryExpired:
-            self._count("expired")
-            return None
-        except entries.EntryRefused as exc:
-            self._refuse(key_id, exc.reason)
-            return None
-        stored_at = payload["stored_at"]
-        return Held(session, entries.deadline(stored_at, *_times(session), self.ttl), name)
-
-    # -- storing ----------------------------------------------------------------------------
-
-    def _entry_for(self, key: SessionKey, session: CachedSession) -> Pending | None:
-        """The entry to write for ``session`` (also held in the local tier), or None."""
-        if not isinstance(session.handle, NativeSession) or (
-            key.client_certificate and not self.store_client_certificate_sessions
-        ):
-            self._count("skipped")
-            return None
-        lifetime = self.lifetime_of(session)
-        if lifetime <= 0:
-            return None
-        with self._lock:
-            stored_ns = self._last_ns = max(time.time_ns(), self._last_ns + 1)
-        name, sealed = entries.seal_entry(self._sealer, session, key, stored_ns, _process.token)
-        key_id = entries.key_dir_name(key.store_id())
-        keep = self.tickets_per_endpoint if session.tls_version == TLS13 else 1
-        px = math.ceil(lifetime * 1000) + data.EXPIRY_GRACE_MS
-        until = time.time() + lifetime
-        with self._lock:
-            self._here.note(key_id, key)
-            self._here.hold(key_id, Held(session, until, name), self._reusable(session))
-        return Pending(key_id, name, data.element_of(name, sealed), session, until, keep, px)
-
-    async def _write_step(self) -> bool:
-        """The writer's step: one batch (and the pending LRU updates); False if none."""
-        with self._lock:
-            batch, expired = self._here.queue.start_batch(asyncio.get_running_loop(), BATCH)
-            self._counts["expired"] += expired
-            touches = self._here.take_touches()
-        if batch is None and not touches:
-            return False
-        try:
-            await self._write([] if batch is None else batch.items, touches)
-        except Exception:
-            self._count("dropped", 0 if batch is None else len(batch.items))
-            raise
-        finally:
-            if batch is not None:
-                with self._lock:
-                    self._here.queue.end_batch(batch)
-        return True
-
-    async def _write(self, items: list[Pending], touches: dict[str, int]) -> None:
-        replies = await self._io.put(items, touches, self.max_keys, self.ttl)
-        with self._lock:
-            for item, reply in zip(items, replies, strict=True):
-                self._counts["evicted"] += reply.evicted
-                self._here.written(item, reply.names, reply.victims)
 
     async def _drop(self, key_id: str, session: CachedSession | None, what: str, value: str) -> int:
         """Remove a key's entries by ``what`` (``tag``: that session; ``writer``: this
@@ -371,14 +353,12 @@ class RedisSessionCache(StoreCounts, SessionCache):
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
         self._here.after_fork()
-        self._writer.reset()
+        self._codec.lock = self._lock
+        self._publish.after_fork(self._lock)
+        self._flights.after_fork()
 
     def __repr__(self) -> str:
         return f"<RedisSessionCache namespace={self.namespace!r} {self._sealer!r}>"
-
-
-def _times(session: CachedSession) -> tuple[float, float | None]:
-    return session.created_at, session.lifetime
 
 
 _live_stores: weakref.WeakSet[RedisSessionCache] = weakref.WeakSet()

@@ -11,6 +11,10 @@ Rules of the queue (the same as the ``PUT`` script's, applied early):
 - a TLS 1.3 ticket still waiting - not yet sent to Redis - may be taken by this process's own
   next connect (it was never anywhere else: it stays single-use); one being written may not
   (it may already be in Redis), and a get for its key waits for the write to finish;
+- the newest ticket of a key may be *held* (:meth:`WriteQueue.hold`): kept back from writing
+  for this process's next connect, which then pays no round trip. A newer ticket sends the
+  held one to the queue; so do lingering unused (:meth:`WriteQueue.release_held`) and
+  ``flush()``. A held ticket is in no queue and not in Redis: whoever takes it is the only one;
 - an entry whose lifetime ran out while waiting is dropped (``expired``).
 
 A failed batch is dropped (it may have been written in part: never offered locally after
@@ -40,15 +44,23 @@ LONGEST_PAUSE = 30.0
 
 @dataclass(slots=True, eq=False)
 class Pending:
-    """One entry to write."""
+    """One entry to write; sealed (``seal()``, ~100 us) only when it is written, so that a
+    held ticket its own process takes back is never sealed."""
 
     key_id: str
     name: EntryName
-    element: bytes
+    seal: Callable[[], bytes]  # the entry: its name, a newline, the sealed envelope
     session: CachedSession
     deadline: float  # epoch seconds
     keep: int  # entries kept per key (tickets_per_endpoint, or 1 for a reusable session)
     px: int  # PEXPIRE of the key's list, ms
+    single_use: bool = False  # a ticket (this process keeps a copy of what it sends)
+    sealed: bytes | None = None
+
+    def element(self) -> bytes:
+        if self.sealed is None:
+            self.sealed = self.seal()
+        return self.sealed
 
 
 @dataclass(slots=True, eq=False)
@@ -65,6 +77,36 @@ class WriteQueue:
     max_pending: int
     pending: deque[Pending] = field(default_factory=deque)
     batch: Batch | None = None
+    # key id -> (its newest ticket, held since: time.monotonic())
+    held: dict[str, tuple[Pending, float]] = field(default_factory=dict)
+
+    def hold(self, item: Pending, now: float) -> list[Pending]:
+        """Hold ``item`` (a ticket) back from writing; what it replaces, and the oldest held
+        beyond ``max_pending``, to be queued now."""
+        out = []
+        previous = self.held.get(item.key_id)
+        if previous is not None:
+            if previous[0].name.tag == item.name.tag:
+                return []  # (the same session, held already)
+            out.append(previous[0])
+            del self.held[item.key_id]
+        self.held[item.key_id] = (item, now)
+        while len(self.held) > self.max_pending:
+            out.append(self.held.pop(next(iter(self.held)))[0])
+        return out
+
+    def release_held(self, held_since: float, key_id: str | None = None) -> list[Pending]:
+        """Stop holding the tickets held since ``held_since`` or before (of ``key_id`` only,
+        if given); they are to be queued."""
+        out = []
+        for k, (item, since) in list(self.held.items()):
+            if since <= held_since and (key_id is None or k == key_id):
+                del self.held[k]
+                out.append(item)
+        return out
+
+    def oldest_held(self) -> float | None:
+        return min((since for _, since in self.held.values()), default=None)
 
     def add(self, item: Pending) -> tuple[int, int]:
         """Queue ``item``: (entries evicted by the per-key rules, entries dropped as over the
@@ -89,8 +131,16 @@ class WriteQueue:
         return evicted, dropped
 
     def take(self, key_id: str, now: float, single_use: bool) -> Pending | None:
-        """The newest entry waiting for ``key_id``; a ticket (``single_use``) leaves the
-        queue."""
+        """The newest entry waiting for ``key_id`` (a held one first); a ticket
+        (``single_use``) leaves the queue."""
+        held = self.held.get(key_id)
+        if held is not None:
+            item = held[0]
+            if item.deadline > now:
+                if single_use:
+                    del self.held[key_id]
+                return item
+            del self.held[key_id]  # (expired)
         for item in reversed(self.pending):
             if item.key_id == key_id and item.deadline > now:
                 if single_use and item.name.tls13:
@@ -99,13 +149,18 @@ class WriteQueue:
         return None
 
     def forget(self, key_id: str, session: CachedSession | None, tag: str | None) -> int:
-        gone = [
-            p
-            for p in self.pending
-            if p.key_id == key_id and (session is None or p.session is session or p.name.tag == tag)
-        ]
+        def doomed(p: Pending) -> bool:
+            return p.key_id == key_id and (
+                session is None or p.session is session or p.name.tag == tag
+            )
+
+        gone = [p for p in self.pending if doomed(p)]
         for item in gone:
             self.pending.remove(item)
+        held = self.held.get(key_id)
+        if held is not None and doomed(held[0]):
+            del self.held[key_id]
+            gone.append(held[0])
         return len(gone)
 
     def start_batch(self, loop: asyncio.AbstractEventLoop, limit: int) -> tuple[Batch | None, int]:
@@ -139,10 +194,12 @@ class WriteQueue:
         if self.batch is not None:
             yield from self.batch.items
         yield from self.pending
+        yield from (item for item, _ in self.held.values())
 
     def clear(self) -> int:
-        count = len(self.pending)
+        count = len(self.pending) + len(self.held)
         self.pending.clear()
+        self.held.clear()
         return count
 
 

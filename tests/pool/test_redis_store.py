@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import textwrap
 import time
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 import trustme
 
-from aiotlspool import Pool, RedisSessionCache
+from aiotlspool import Pool, RedisSessionCache, store_guard
 
 from ..support.faultproxy import FaultProxy
 from ..support.helpers import connect_once, python_child, wait_for
@@ -126,7 +127,8 @@ async def test_redis_restarts_and_stops_mid_run_and_the_pool_goes_on(
     fresh_redis: RedisServer,
     closing: list[RedisSessionCache],
 ) -> None:
-    store = store_for(fresh_redis)
+    # (No ticket held back: every connect takes from Redis, which is what this test is about.)
+    store = store_for(fresh_redis, hold_ticket_for=0)
     probe = store_for(fresh_redis, namespace=store.namespace, local=False)  # reads Redis only
     closing += [store, probe]
     ctx = client_context(ca, "TLSv1.3")
@@ -320,3 +322,208 @@ async def test_a_fleet_cold_start_one_full_handshake_then_every_process_resumes(
             assert len(set(taken)) == (1 if version == "TLSv1_2" else 3), results
         assert [r["rejected"] for r in results] == [0, 0, 0]
         assert (srv12.handshakes, srv12.resumed) == (srv13.handshakes, srv13.resumed) == (4, 3)
+
+
+# -- the single flight: one full handshake for a fleet that starts cold ----------------------
+
+FLIGHT_CHILD = textwrap.dedent(
+    """
+    import asyncio, json, ssl, sys
+    import redis.asyncio
+    from aiotlspool import Pool, RedisSessionCache
+
+    class NeverPuts(RedisSessionCache):  # a leader that dies before it publishes anything
+        async def put(self, key, session):
+            pass
+
+    async def main(url, secret, namespace, ca_file, port, kind, lease):
+        cls = NeverPuts if kind == "never-puts" else RedisSessionCache
+        store = cls.from_url(
+            url, secret=bytes.fromhex(secret), namespace=namespace,
+            single_flight_wait=10.0, single_flight_lease=float(lease),
+        )
+        ctx = ssl.create_default_context()  # the same settings, in another process
+        ctx.load_verify_locations(cafile=ca_file)
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        options = {"session_engine": "native", "session_cache": store, "store_timeout": 20}
+        async with Pool(ctx, **options) as pool:
+            await store.client.ping()  # (connected to Redis before the start)
+            async with redis.asyncio.Redis.from_url(url) as barrier:  # ready; wait for "go"
+                await barrier.incr(namespace + ":ready")
+                assert await barrier.blpop([namespace + ":go"], timeout=60)
+            conn = await pool.acquire("127.0.0.1", int(port), server_hostname="localhost")
+            reused = conn.session_reused
+            await conn.aclose()
+        await store.flush()
+        print(json.dumps({"reused": reused, "counters": store.counters()}))
+        await store.client.aclose()
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+@ONE_LOOP
+async def test_processes_starting_at_once_make_one_full_handshake(
+    ca: trustme.CA, cert: trustme.LeafCert, redis_server: RedisServer, tmp_path: Any
+) -> None:
+    """Five processes, each with a new pool and store, connect to one TLS 1.2 server at the
+    same moment: one leads (the full handshake), the others wait for its session and resume
+    (generous bounds: a loaded machine may take long to spawn and handshake). Without the
+    single flight (``single_flight_wait=0``) all five make a full handshake."""
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    namespace = f"flight-{secrets.token_hex(4)}"
+    store = store_for(redis_server, namespace=namespace)  # (its client: the start signal)
+    async with running_server(server_context(cert, "TLSv1.2")) as srv:
+        args = [redis_server.url, SECRET.hex(), namespace, str(ca_file), str(srv.port)]
+        args += ["normal", "10"]
+        children = [asyncio.ensure_future(python_child(FLIGHT_CHILD, *a)) for a in [args] * 5]
+        for _ in range(600):  # every child ready (started, connected to Redis): go
+            if int(await store.client.get(namespace + ":ready") or 0) == 5:
+                break
+            await asyncio.sleep(0.1)
+        await store.client.rpush(namespace + ":go", *[1] * 5)
+        results = [json.loads(out) for out in await asyncio.gather(*children)]
+        await store.client.aclose()
+        assert sorted(r["reused"] for r in results) == [False, True, True, True, True], results
+        assert sum(r["counters"]["flights_led"] for r in results) == 1, results
+        assert (srv.handshakes, srv.resumed) == (5, 4)  # (counted by the server)
+
+
+@ONE_LOOP
+async def test_a_leader_that_dies_delays_the_others_by_its_lease_only(
+    ca: trustme.CA,
+    cert: trustme.LeafCert,
+    redis_server: RedisServer,
+    closing: list[RedisSessionCache],
+    tmp_path: Any,
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    lease = 3.0
+    store = store_for(redis_server, single_flight_wait=20.0)  # only the lease can end its wait
+    closing.append(store)
+    async with running_server(server_context(cert, "TLSv1.2")) as srv:
+        args = [redis_server.url, SECRET.hex(), store.namespace, str(ca_file), str(srv.port)]
+        args += ["never-puts", str(lease)]
+        child = asyncio.ensure_future(python_child(FLIGHT_CHILD, *args))
+        await wait_for_async(lambda: store.client.get(store.namespace + ":ready"), b"1")
+        await store.client.rpush(store.namespace + ":go", 1)
+        output = json.loads(await child)
+        assert output["reused"] is False and output["counters"]["flights_led"] == 1
+        [flight] = [k async for k in store.client.scan_iter(match="{" + store.namespace + "}:f*")]
+        left = await store.client.pttl(flight) / 1000  # of the dead leader's lease
+        assert left > 0.5, left
+        started = time.monotonic()
+        ctx = client_context(ca, "TLSv1.2")
+        async with Pool(ctx, session_cache=store, store_timeout=30) as pool:
+            assert await connect_once(pool, srv.port) is False
+        elapsed = time.monotonic() - started
+        assert left - 0.3 < elapsed < left + 1.5, (left, elapsed)
+        counts = store.counters()
+        assert (counts["flights_waited"], counts["flights_led"]) == (1, 1), counts
+
+
+async def wait_for_async(value: Any, expected: object, timeout: float = 60) -> None:
+    stop_at = time.monotonic() + timeout
+    while (got := await value()) != expected:
+        assert time.monotonic() < stop_at, f"{got!r}, not {expected!r}"
+        await asyncio.sleep(0.05)
+
+
+# -- the held TLS 1.3 ticket ------------------------------------------------------------------
+
+
+async def script_calls(store: RedisSessionCache) -> int:
+    """EVALSHA and EVAL calls Redis has served (every take and every write is one)."""
+    stats = await store.client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
+
+
+@ONE_LOOP
+async def test_tls13_reconnects_use_their_held_ticket_without_redis(
+    ca: trustme.CA,
+    cert: trustme.LeafCert,
+    redis_server: RedisServer,
+    closing: list[RedisSessionCache],
+) -> None:
+    store = store_for(redis_server)
+    other = store_for(redis_server, namespace=store.namespace, local=False, single_flight_wait=0)
+    closing += [store, other]
+    async with (
+        running_server(server_context(cert, "TLSv1.3")) as srv,
+        Pool(client_context(ca, "TLSv1.3"), session_cache=store) as pool,
+    ):
+        assert [await connect_once(pool, srv.port) for _ in range(2)] == [False, True]
+        await store.flush(publish_held=False)
+        while await other.get(pool_key(store)):  # ("another process" takes what Redis has)
+            pass
+        before = await script_calls(store)
+        resumed = []
+        for _ in range(5):
+            resumed.append(await connect_once(pool, srv.port))
+            await asyncio.sleep(0.01)  # (the ticket's put runs in a task of the pool)
+        assert resumed == [True] * 5
+        # Each connect took the ticket the one before left, held here: no take, no write.
+        assert await script_calls(store) == before
+        assert store.counters()["local_hits"] >= 5
+        assert not await other.get(pool_key(store))  # nothing published while held...
+        lingering_since = time.monotonic()
+        while not await other.get(pool_key(store)):  # ...until it lingers unused (0.3 s)
+            assert time.monotonic() - lingering_since < 5.0
+            await asyncio.sleep(0.05)
+
+
+# -- the guard and the local tier -----------------------------------------------------------
+
+
+@ONE_LOOP
+async def test_an_outage_behind_the_local_tier_is_logged_once_and_its_end_once(
+    ca: trustme.CA,
+    cert: trustme.LeafCert,
+    fresh_redis: RedisServer,
+    closing: list[RedisSessionCache],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While Redis is down, the store still answers some calls itself (a TLS 1.2 session of
+    its tier; puts written behind): that is no end of the outage for the pool's guard - one
+    warning, no "answers again" until Redis answers, then one."""
+    monkeypatch.setattr(store_guard, "FIRST_PAUSE", 0.05)
+    monkeypatch.setattr(store_guard, "LONGEST_PAUSE", 0.2)
+    caplog.set_level(logging.INFO, "aiotlspool")
+    store = store_for(fresh_redis)
+    closing.append(store)
+
+    def logged(text: str) -> int:
+        return sum(
+            text in r.getMessage() and "the session store RedisSessionCache" in r.getMessage()
+            for r in caplog.records
+            if r.name == "aiotlspool"
+        )
+
+    async with contextlib.AsyncExitStack() as stack:
+        known, *others = [
+            await stack.enter_async_context(running_server(server_context(cert, "TLSv1.2")))
+            for _ in range(7)
+        ]
+        ctx = client_context(ca, "TLSv1.2")
+        pool = await stack.enter_async_context(Pool(ctx, session_cache=store, store_timeout=0.3))
+        assert [await connect_once(pool, known.port) for _ in range(2)] == [False, True]
+        fresh_redis.stop()
+        for other in others:  # each new server needs Redis (which fails); known one: the tier
+            await connect_once(pool, known.port)
+            await connect_once(pool, other.port)
+            await asyncio.sleep(0.25)  # (past the guard's pause)
+        stats = pool.stats()
+        assert stats.store_errors + stats.store_timeouts >= 2, stats
+        assert store.counters()["local_hits"] >= 2  # (the tier did answer meanwhile)
+        assert logged("could not") == 1 and logged("answers again") == 0
+        fresh_redis.start()
+        for _ in range(100):
+            await connect_once(pool, others[0].port)
+            if logged("answers again"):
+                break
+            await asyncio.sleep(0.05)
+        assert logged("answers again") == 1 and logged("could not") == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import secrets
 import socket
 import time
@@ -128,7 +129,7 @@ async def test_namespaces_are_kept_apart_and_checked(client: Any) -> None:
 ACL = (
     "sessions on >PASSWORD ~{aiotlspool}:* resetchannels -@all +evalsha +eval"
     " +lindex +lpop +lpush +ltrim +lrange +llen +lrem +del +unlink +pttl +pexpire"
-    " +zadd +zrem +zcard +zrange +zremrangebyscore +scan +ping"
+    " +zadd +zrem +zcard +zrange +zremrangebyscore +scan +ping +get +set +incr"
 )
 
 
@@ -312,7 +313,7 @@ async def test_a_ticket_still_waiting_is_taken_locally_and_never_written(client:
 
 
 async def test_a_get_waits_for_its_own_write_in_flight(client: Any) -> None:
-    store = new_store(client, write_behind=True)
+    store = new_store(client, write_behind=True, hold_ticket_for=0)  # (sent at once)
     ticket = native_record()
     await store.put(key(), ticket)
     await asyncio.sleep(0)  # the writer sends the batch
@@ -386,7 +387,9 @@ def test_each_ticket_is_taken_by_exactly_one_process(redis_server: RedisServer) 
     1.2 session is offered to all of them."""
     require_module("redis")
     processes, per_process = 4, 12
+    # (No ticket held back: each goes through Redis; held tickets have tests of their own.)
     options: dict[str, Any] = {"tickets_per_endpoint": 100, "write_behind": True}
+    options["hold_ticket_for"] = 0
     tls12 = native_record("TLSv1.2")  # (made before the fork: the children reuse its handshake)
 
     async def seed() -> None:
@@ -522,3 +525,176 @@ def _free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# -- the single flight --------------------------------------------------------------------------
+
+
+def flight_key(k: SessionKey, namespace: str = "test") -> str:
+    return "{" + namespace + "}:flight:" + key_dir_name(k.store_id())
+
+
+async def test_a_miss_leads_and_another_store_waits_for_the_leaders_session(client: Any) -> None:
+    leader = new_store(client, single_flight_lease=5.0)
+    waiter = new_store(client, single_flight_wait=5.0)
+    assert await leader.get(key()) is None
+    assert leader.counters()["flights_led"] == 1 and await client.exists(flight_key(key()))
+    waiting = asyncio.ensure_future(waiter.get(key()))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # (without a single flight: a miss at once)
+    session = native_record("TLSv1.2")
+    put_at = time.monotonic()
+    await leader.put(key(), session)  # publishes, and ends the flight
+    got = await asyncio.wait_for(waiting, 3)
+    assert got is not None and got.session_id == session.session_id
+    assert time.monotonic() - put_at < 1.0  # (taken once there, not at the end of the wait)
+    assert not await client.exists(flight_key(key()))
+    counts = waiter.counters()
+    assert (counts["flights_waited"], counts["waits_in_vain"], counts["remote_hits"]) == (1, 0, 1)
+
+
+async def test_a_leader_never_waits_for_its_own_flight(client: Any) -> None:
+    store = new_store(client, single_flight_wait=5.0, single_flight_lease=5.0)
+    for _ in range(3):
+        started = time.monotonic()
+        assert await store.get(key()) is None
+        assert time.monotonic() - started < 1.0
+    assert store.counters()["flights_led"] == 3 and store.counters()["flights_waited"] == 0
+
+
+async def test_a_leader_that_never_puts_delays_the_others_by_its_lease_only(client: Any) -> None:
+    gone = new_store(client, single_flight_lease=0.5)  # leads, then dies (never puts)
+    other = new_store(client, single_flight_wait=10.0, single_flight_lease=0.5)
+    led_at = time.monotonic()
+    assert await gone.get(key()) is None
+    started = time.monotonic()
+    assert await other.get(key()) is None  # waited for the lease, then led itself
+    assert time.monotonic() - led_at > 0.45  # (the lease runs from gone's take)
+    assert time.monotonic() - started < 0.5 + 1.0  # (the lease, not the 10 s wait)
+    counts = other.counters()
+    assert (counts["flights_waited"], counts["flights_led"], counts["waits_in_vain"]) == (1, 1, 1)
+    # Having waited in vain, it does not wait for that key again for a while.
+    third = new_store(client, single_flight_wait=10.0, single_flight_lease=5.0)
+    assert await third.get(key()) is None  # (waits out other's lease, then leads)
+    started = time.monotonic()
+    assert await other.get(key()) is None
+    assert time.monotonic() - started < 0.3
+
+
+async def test_a_waiter_gives_up_after_single_flight_wait(client: Any) -> None:
+    leader = new_store(client, single_flight_lease=10.0)
+    waiter = new_store(client, single_flight_wait=0.3)
+    assert await leader.get(key()) is None
+    started = time.monotonic()
+    assert await waiter.get(key()) is None
+    assert 0.25 < time.monotonic() - started < 1.3
+    assert waiter.counters()["waits_in_vain"] == 1
+
+
+async def test_single_flight_wait_0_turns_the_single_flight_off(client: Any) -> None:
+    first, second = (new_store(client, single_flight_wait=0) for _ in range(2))
+    assert await first.get(key()) is None
+    started = time.monotonic()
+    assert await second.get(key()) is None
+    assert time.monotonic() - started < 0.3
+    assert not await client.exists(flight_key(key()))
+    assert first.counters()["flights_led"] == second.counters()["flights_waited"] == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("single_flight_wait", -1, ValueError),
+        ("single_flight_lease", 0, ValueError),
+        ("hold_ticket_for", "1", TypeError),
+        ("hold_ticket_for", True, TypeError),
+    ],
+)
+def test_the_new_options_are_validated(option: str, value: object, error: type) -> None:
+    with pytest.raises(error, match=option):
+        RedisSessionCache(object(), secret=SECRET, **{option: value})  # type: ignore[arg-type]
+
+
+# -- the held ticket ----------------------------------------------------------------------------
+
+
+async def test_a_held_ticket_is_taken_back_without_a_round_trip(client: Any) -> None:
+    store = new_store(client, write_behind=True)
+    ticket = native_record()
+    await store.put(key(), ticket)
+    await asyncio.sleep(0.05)  # the writer had its chance: the newest ticket is held back
+    assert await client.llen(list_key(key())) == 0
+    get = store.get(key())
+    with pytest.raises(StopIteration) as done:
+        get.send(None)  # done without suspending once: no Redis call
+    assert done.value.value is ticket
+    assert store.counters()["local_hits"] == 1
+    assert await store.flush() is True
+    assert await client.llen(list_key(key())) == 0  # taken: never written
+
+
+async def test_the_same_ticket_put_twice_is_held_once(client: Any) -> None:
+    store = new_store(client, write_behind=True)
+    ticket = native_record()
+    await store.put(key(), ticket)
+    await store.put(key(), ticket)
+    assert await store.get(key()) is ticket
+    assert await store.flush() is True
+    assert await client.llen(list_key(key())) == 0  # (nothing left to publish)
+
+
+async def test_a_held_ticket_is_published_when_it_lingers_and_on_flush(client: Any) -> None:
+    store = new_store(client, write_behind=True, hold_ticket_for=1.0)
+    first, second, third = (native_record() for _ in range(3))
+    await store.put(key(), first)
+    await store.put(key(), second)  # a newer one: the first is published at once
+    held_at = time.monotonic()
+    await wait_for_async(lambda: client.llen(list_key(key())), 1)
+    assert time.monotonic() - held_at < 0.8
+    await wait_for_async(lambda: client.llen(list_key(key())), 2)  # lingered: published
+    assert time.monotonic() - held_at > 0.9
+    await store.put(key(), third)
+    assert await store.flush() is True  # publishes the held one
+    assert await client.llen(list_key(key())) == 3
+    reader = new_store(client, local=False)
+    taken = [(await reader.get(key())).session_id for _ in range(3)]
+    assert taken == [r.session_id for r in (third, second, first)]
+
+
+async def wait_for_async(value: Callable[[], Any], expected: object, timeout: float = 5) -> None:
+    stop_at = time.monotonic() + timeout
+    while (got := await value()) != expected:
+        assert time.monotonic() < stop_at, f"{got!r}, not {expected!r}"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_ticket_is_handed_out_once_whether_held_or_published(client: Any) -> None:
+    """Two stores (two processes) put and take tickets of one key in a random order, with
+    short holds lingering out in between; each ticket is taken exactly once."""
+    options: dict[str, Any] = {"write_behind": True, "hold_ticket_for": 0.03}
+    options.update(single_flight_wait=0, tickets_per_endpoint=1000)
+    stores = [new_store(client, **options) for _ in range(2)]
+    rng = random.Random(12)
+    written: list[bytes] = []
+    taken: list[bytes] = []
+    for _ in range(300):
+        store, action = rng.choice(stores), rng.random()
+        if action < 0.45:
+            record = native_record()
+            written.append(record.session_id)
+            await store.put(key(), record)
+        elif action < 0.9:
+            if (got := await store.get(key())) is not None:
+                taken.append(got.session_id)
+        else:
+            await asyncio.sleep(rng.choice([0, 0.01, 0.05]))
+    for store in stores:
+        assert await store.flush() is True
+    for store in stores:
+        while (got := await store.get(key())) is not None:
+            taken.append(got.session_id)
+    assert Counter(taken) == Counter(written)
+    assert all(n == 1 for n in Counter(taken).values())
+    local = sum(store.counters()["local_hits"] for store in stores)
+    remote = sum(store.counters()["remote_hits"] for store in stores)
+    assert local > 10 and remote > 10  # (both paths taken)
