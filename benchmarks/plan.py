@@ -59,6 +59,20 @@ class Settings:
     fleet_cost_rounds: int = 60
     fleet_cost_block: int = 20
     fleet_cost_seconds: float = 40.0
+    # memory: pool reconnects in the long run and its time cap; distinct endpoints put into
+    # one MemorySessionCache for its bound, and that run's time cap
+    memory_long_count: int = 3_000
+    memory_long_seconds: float = 15.0
+    cache_endpoints: int = 50_000
+    cache_seconds: float = 10.0
+    # bare: sequential connects per batch, rounds of every variant, seconds per s_time run
+    bare_connects: int = 80
+    bare_rounds: int = 8
+    s_time_seconds: float = 4.0
+    # peers: rounds per (TLS version, loop, mode) cell, sequential requests per block, time cap
+    peers_rounds: int = 60
+    peers_block: int = 30
+    peers_seconds: float = 22.0
 
     @property
     def key_types(self) -> tuple[str, ...]:
@@ -99,11 +113,17 @@ QUICK = Settings(
     integrations_block=10,
     integrations_seconds=12.0,
     # The libraries' reconnect section adds ~1 min, the fleet ~1: only when named.
-    skip_by_default=("integrations", "fleet"),
+    skip_by_default=("integrations", "fleet", "peers"),
     fleet_reps=1,
     fleet_restarts=3,
     fleet_cost_rounds=8,
     fleet_cost_seconds=8.0,
+    bare_connects=40,
+    bare_rounds=5,
+    s_time_seconds=2.0,
+    peers_rounds=20,
+    peers_block=20,
+    peers_seconds=9.0,
 )
 
 FULL = Settings(
@@ -137,4 +157,8 @@ FULL = Settings(
     integrations_rounds=30,
     integrations_block=20,
     integrations_seconds=40.0,
+    memory_long_count=100_000,
+    memory_long_seconds=180.0,
+    cache_endpoints=1_000_000,
+    cache_seconds=120.0,
 )

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import fleet_report, integrations_report
+from . import bare_report, fleet_report, integrations_report, memory_report, peers_report
 from .figures import POOL_ENGINES, Index
 from .figures import fmt as _fmt
 from .figures import ratio as _ratio
@@ -129,6 +129,9 @@ def markdown(results: dict[str, Any], charts: list[str]) -> str:
         out += integrations_report.markdown(results["integrations"])
     if results.get("fleet"):
         out += fleet_report.markdown(results["fleet"])
+    out += bare_report.markdown(results.get("bare"))
+    if results.get("peers"):
+        out += peers_report.markdown(results["peers"])
 
     if results.get("burst"):
         out += [
@@ -211,42 +214,7 @@ def markdown(results: dict[str, Any], charts: list[str]) -> str:
             ],
         )
 
-    memory = results.get("memory", {})
-    if memory.get("reconnects"):
-        out += ["## Memory", "", "RSS over sequential reconnects (fresh process per row):", ""]
-        out += _table(
-            ["client", "TLS", "connections", "RSS growth", "bytes per connection (slope)"],
-            [
-                [
-                    m["client"],
-                    f"TLS {m['tls']}",
-                    str(m["count"]),
-                    _fmt(m["growth_bytes"] / 1024, 0, " KiB"),
-                    _fmt(m["bytes_per_conn"]),
-                ]
-                for m in memory["reconnects"]
-            ],
-        )
-    if memory.get("sessions"):
-        out += [
-            "Bytes per cached session, per session engine: RSS growth per capture kept "
-            "(OpenSSL's allocations included), RSS growth per capture dropped at once (a leak "
-            "if not 0), and the cache entry's Python objects (tracemalloc):",
-            "",
-        ]
-        out += _table(
-            ["TLS", "engine", "held per session", "leaked per capture", "cache entry (Python)"],
-            [
-                [
-                    f"TLS {m['tls']}",
-                    m["engine"],
-                    _fmt(m["held_bytes_per_session"]),
-                    _fmt(m["leaked_bytes_per_capture"]),
-                    _fmt(m["cache_entry_python_bytes"]),
-                ]
-                for m in memory["sessions"]
-            ],
-        )
+    out += memory_report.markdown(results.get("memory"))
 
     if results.get("seam"):
         out += ["## Cost of the standard library's session seam", "", "µs per call:", ""]

@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from . import fleet, integrations, latency, memory, micro, profiling
+from . import bare, fleet, integrations, latency, memory, memory_long, micro, peers, profiling
 from .certs import CertFiles
 from .clients import ALL_CLIENTS, REFERENCE_CLIENTS, TICKETS_PER_ENDPOINT, Target
 from .env import LoopFactory, Pinning, loop_factories
@@ -30,6 +30,8 @@ from .workloads import run_burst, run_cell
 SECTIONS = ("reconnect", "paired", "burst", "idle", "latency", "memory", "seam", "profile")
 SECTIONS += ("integrations",)  # aiohttp / httpx with enable_resumption, curl_cffi
 SECTIONS += ("fleet",)  # processes sharing sessions: Redis and file stores
+SECTIONS += ("bare",)  # client CPU per connect: pool vs hand-written loop vs s_time
+SECTIONS += ("peers",)  # the pool against libcurl (curl_cffi), reconnect-heavy HTTPS
 
 
 class Bench:
@@ -117,6 +119,7 @@ class Bench:
         if "memory" in self.sections:
             engines = len([c for c in POOL_ENGINES if c in self.clients])
             steps += len(s.memory_tls) * (len(self._memory_clients()) + engines)
+            steps += memory_long.steps(self)
         if "seam" in self.sections:
             steps += 2
         if "profile" in self.sections:
@@ -125,6 +128,10 @@ class Bench:
             steps += integrations.steps(self)
         if "fleet" in self.sections:
             steps += fleet.steps(self)
+        if "bare" in self.sections:
+            steps += bare.steps(self)
+        if "peers" in self.sections:
+            steps += peers.steps(self)
         return steps
 
     # -- sections ----------------------------------------------------------------------------
@@ -348,7 +355,7 @@ class Bench:
                 self.step(f"session size, TLS {tls}, {engine} engine")
                 if row is not None:
                     sessions.append(row)
-        return {"reconnects": reconnects, "sessions": sessions}
+        return {"reconnects": reconnects, "sessions": sessions, **memory_long.run_section(self)}
 
     def seam(self) -> list[dict[str, Any]]:
         rows = []
@@ -410,6 +417,14 @@ class Bench:
     def fleet(self) -> dict[str, Any]:
         """Processes sharing sessions through Redis and files (benchmarks/fleet.py)."""
         return fleet.run_section(self)
+
+    def bare(self) -> dict[str, Any]:
+        """Client CPU per connect, pool vs hand-written loop (benchmarks/bare.py)."""
+        return bare.run_section(self)
+
+    def peers(self) -> dict[str, Any]:
+        """The pool against curl_cffi, sequential and concurrent (benchmarks/peers.py)."""
+        return peers.run_section(self)
 
     def settings_dict(self) -> dict[str, Any]:
         return asdict(self.settings)

@@ -202,8 +202,9 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    # One line per request: which port, and whether the handshake resumed ("r") or not (".").
-    log_format bench '$server_port $ssl_session_reused';
+    # One line per request: which port, whether the handshake resumed ("r") or not ("."), and
+    # the request's number on its connection (1: a new connection).
+    log_format bench '$server_port $ssl_session_reused $connection_requests';
     access_log {prefix}/access.log bench;
     client_body_temp_path {prefix}/body;
     proxy_temp_path {prefix}/proxy;
@@ -269,7 +270,7 @@ class NginxServer(Server):
         )
         self._log = prefix / "access.log"
         self._log_offset = 0
-        self._totals: dict[int, list[int]] = {port: [0, 0] for port in self.ports.values()}
+        self._totals: dict[int, list[int]] = {port: [0, 0, 0] for port in self.ports.values()}
         timeout_bin = shutil.which("timeout")
         command = [binary, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
         if timeout_bin is not None:
@@ -324,10 +325,18 @@ class NginxServer(Server):
         self._log_offset += complete
         for line in data[:complete].splitlines():
             fields = line.split()
-            if len(fields) == 2 and fields[0].isdigit() and int(fields[0]) in self._totals:
-                self._totals[int(fields[0])][1 if fields[1] == b"r" else 0] += 1
-        full, resumed = self._totals[port]
+            if len(fields) == 3 and fields[0].isdigit() and int(fields[0]) in self._totals:
+                totals = self._totals[int(fields[0])]
+                totals[1 if fields[1] == b"r" else 0] += 1
+                totals[2] += fields[2] != b"1"
+        full, resumed, _ = self._totals[port]
         return full, resumed
+
+    def kept_alive(self, port: int) -> int:
+        """Requests on ``port`` so far that came on a connection used before (0 when every
+        request opened its own connection)."""
+        self.counts(port)
+        return self._totals[port][2]
 
     def cpu_seconds(self) -> float:
         return sum(process_cpu_seconds(pid) for pid in self._pids)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .bare_report import targets as bare_targets
 from .figures import POOL_ENGINES, Index, median
 from .fleet_report import targets as fleet_targets
 from .integrations_report import targets as integrations_targets
+from .peers_report import targets as peers_targets
 
 # Baselines the pool is compared with in the reconnect-heavy target.
 BASELINES = ("raw", "aiohttp", "httpx")
@@ -119,7 +121,13 @@ def compute_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "detail": [],
             }
         )
-    return targets + integrations_targets(results) + fleet_targets(results)
+    return (
+        targets
+        + integrations_targets(results)
+        + fleet_targets(results)
+        + bare_targets(results)
+        + peers_targets(results)
+    )
 
 
 def _paired_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
