@@ -138,7 +138,8 @@ async def test_max_lifetime_stops_reuse(client_ctx, server) -> None:
 
 
 async def test_acquire_timeout_when_pool_is_full(client_ctx, server) -> None:
-    async with Pool(client_ctx, max_connections=1, acquire_timeout=0.1) as pool:
+    # (0.5 s: the first acquire's full handshake must fit in it on a loaded machine)
+    async with Pool(client_ctx, max_connections=1, acquire_timeout=0.5) as pool:
         held = await pool.acquire(HOST, server.port, server_hostname=NAME)
         with pytest.raises(PoolTimeout, match=rf"127\.0\.0\.1:{server.port}.*1/1 connections"):
             await pool.acquire(HOST, server.port, server_hostname=NAME)
