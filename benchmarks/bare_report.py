@@ -237,3 +237,34 @@ def _verdict(met: int, total: int) -> str:
     if met == total:
         return "met"
     return "missed" if met == 0 else f"partly ({met} of {total})"
+
+
+def summary_lines(section: dict[str, Any] | None) -> list[str]:
+    """The README's short table: client CPU per connect, pool vs hand-written loop."""
+    if not section or not section.get("rows"):
+        return []
+    cpu = _cpu(section)
+    out = [
+        "",
+        "Client CPU per connect on the bare workload (`bare`: TCP + TLS, read 1 byte, close), "
+        "the pool against the hand-written loop on the same engine and transport:",
+        "",
+        "| loop | TLS | full: loop / pool | resumed: loop / pool | pool overhead (full, resumed) |",
+        "|---|---|---|---|---|",
+    ]
+    for loop, tls in _cases(section):
+        cells, extra = [], []
+        for mode in ("full", "resumed"):
+            bare, pool = cpu.get((loop, tls, mode, "bare")), cpu.get((loop, tls, mode, "pool"))
+            cells.append(f"{bare or math.nan:,.0f} / {pool or math.nan:,.0f} µs")
+            paired = _paired(section, (loop, tls, mode, "pool"), (loop, tls, mode, "bare"))
+            extra.append(f"{paired - 1:+.0%}")
+        out.append(f"| {loop} | {tls} | {cells[0]} | {cells[1]} | {', '.join(extra)} |")
+    for row in section.get("s_time", []):
+        if (row["tls"], row["mode"]) == ("1.2", "reuse") and "total_cpu_us" in row:
+            out += [
+                "",
+                f"`openssl s_time -reuse` (TLS 1.2, C): {row['total_cpu_us']:,.0f} µs user + "
+                f"system CPU per resumed connect ({row['cpu_us']:,.0f} µs user).",
+            ]
+    return out

@@ -243,3 +243,29 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def summary_lines(section: dict[str, Any] | None) -> list[str]:
+    """The README's short table: pool and curl_cffi requests/s, their ratio, the goal."""
+    cells = (section or {}).get("cells", [])
+    if not cells:
+        return []
+    out = [
+        "",
+        "Reconnect-heavy HTTPS against libcurl (`peers`): a new connection per request, "
+        "requests/s, the pool's ratio to curl_cffi (median of per-round ratios) and the goal:",
+        "",
+        "| TLS | loop | tasks | aiotlspool | curl_cffi | ratio | goal |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        v = c["variants"]
+        tasks = "1" if c["mode"] == "sequential" else str(section.get("concurrent", "-"))
+        pool = fmt(v[POOL]["rps"]) if POOL in v else "-"
+        curl = fmt(v[CURL]["rps"]) if CURL in v else "-"
+        verdict = "met" if c["met"] else "missed"
+        out.append(
+            f"| {c['tls']} | {c['loop']} | {tasks} | {pool} | {curl} | {ratio(c['ratio'])} "
+            f"| x{c['goal']:.2f}: {verdict} |"
+        )
+    return out

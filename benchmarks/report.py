@@ -364,4 +364,6 @@ def summary(results: dict[str, Any]) -> str:
             cells.append(f"{_fmt(clients[client]['cps'])} ({_ratio(ratio)})")
         table.append([label, *cells])
     out += _table(["client", *(f"TLS {tls}" for tls in versions)], table)
+    out += peers_report.summary_lines(results.get("peers"))
+    out += bare_report.summary_lines(results.get("bare"))
     return "\n".join(out)
