@@ -7,6 +7,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import resource
 import shutil
 import ssl
 import subprocess
@@ -208,3 +209,9 @@ def machine_info(pinning: Pinning, mode: str) -> dict[str, Any]:
         "nginx": nginx_version(shutil.which("nginx")),
         "revision": source_revision(),
     }
+
+
+def process_cpu() -> float:
+    """This process's user + system CPU seconds (every thread, the loop's and libcurl's)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

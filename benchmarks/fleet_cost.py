@@ -21,7 +21,6 @@ and wall time of ``pool.acquire()`` - the connect with its resumed handshake.
 from __future__ import annotations
 
 import math
-import resource
 import secrets
 import statistics
 import time
@@ -32,15 +31,10 @@ from aiotlspool import MemorySessionCache, Pool, RedisSessionCache
 
 from .certs import HOST
 from .clients import REQUEST, read_response
-from .env import run_on
+from .env import process_cpu, run_on
 
 VARIANTS = ("memory", "redis", "redis-cold")
 WARMUP = 10
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _store(variant: str, url: str, secret: bytes) -> Any:
@@ -55,7 +49,7 @@ def _store(variant: str, url: str, secret: bytes) -> Any:
 async def _block(pool: Pool, store: Any, port: int, count: int) -> dict[str, Any]:
     acquire_cpu, acquire_wall = [], []
     resumed = 0
-    cpu, started = _cpu(), time.perf_counter()
+    cpu, started = process_cpu(), time.perf_counter()
     for _ in range(count):
         thread, wall = time.thread_time(), time.perf_counter()
         conn = await pool.acquire(HOST, port)
@@ -72,7 +66,7 @@ async def _block(pool: Pool, store: Any, port: int, count: int) -> dict[str, Any
         # held, as in a process that goes on connecting (its next block resumes with it).
         await store.flush(publish_held=False)
     return {
-        "cpu": _cpu() - cpu,
+        "cpu": process_cpu() - cpu,
         "seconds": time.perf_counter() - started,
         "count": count,
         "resumed": resumed,
@@ -84,10 +78,10 @@ async def _block(pool: Pool, store: Any, port: int, count: int) -> dict[str, Any
 async def _ping_cpu(client: Any, count: int) -> float:
     """Client CPU of one redis-py round trip (PING), µs: the floor of any Redis call."""
     await client.ping()
-    cpu = _cpu()
+    cpu = process_cpu()
     for _ in range(count):
         await client.ping()
-    return 1e6 * (_cpu() - cpu) / count
+    return 1e6 * (process_cpu() - cpu) / count
 
 
 def measure(

@@ -25,7 +25,6 @@ full and resumed handshakes per block; for the ``+resumption`` variants
 from __future__ import annotations
 
 import asyncio
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from .clients import (
     Target,
     Unavailable,
 )
-from .env import LoopFactory, run_on
+from .env import LoopFactory, process_cpu, run_on
 from .server import Server
 
 MAX_ERRORS = 5
@@ -155,11 +154,6 @@ def available(target: Target) -> tuple[list[str], dict[str, str]]:
     return names, missing
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _client_resumed(client: Client) -> int | None:
     counter: Callable[[], int | None] | None = getattr(client, "client_resumed", None)
     return counter() if counter is not None else None
@@ -172,12 +166,12 @@ async def _block(server: Server, client: Client, count: int) -> dict[str, Any]:
     walls: list[float] = []
     reused = 0
     server_cpu = server.cpu_seconds()
-    cpu, started = _cpu(), time.perf_counter()
+    cpu, started = process_cpu(), time.perf_counter()
     for _ in range(count):
         wall = time.perf_counter()
         reused += bool(await client.request())
         walls.append(time.perf_counter() - wall)
-    elapsed, cpu = time.perf_counter() - started, _cpu() - cpu
+    elapsed, cpu = time.perf_counter() - started, process_cpu() - cpu
     server_cpu = server.cpu_seconds() - server_cpu
     after = server.wait_counted(port, sum(before) + count)
     now = _client_resumed(client)

@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .certs import HOST
 from .clients import Target, Unavailable, make_pool
-from .env import LoopFactory, run_on
+from .env import LoopFactory, process_cpu, run_on
 from .server import Server
 
 CONCURRENT = 8
@@ -168,11 +167,6 @@ def available(target: Target) -> tuple[list[str], dict[str, str]]:
     return names, missing
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def _run(client: PeerClient, count: int) -> None:
     """``count`` requests over ``client.tasks`` tasks (one task: in this one)."""
     if client.tasks == 1:
@@ -193,9 +187,9 @@ async def _block(server: Server, client: PeerClient, count: int) -> dict[str, An
     kept = getattr(server, "kept_alive", None)
     before, kept_before = server.counts(port), kept(port) if kept else None
     seen = client.resumed_client()
-    server_cpu, cpu, started = server.cpu_seconds(), _cpu(), time.perf_counter()
+    server_cpu, cpu, started = server.cpu_seconds(), process_cpu(), time.perf_counter()
     await _run(client, count)
-    elapsed, cpu = time.perf_counter() - started, _cpu() - cpu
+    elapsed, cpu = time.perf_counter() - started, process_cpu() - cpu
     server_cpu = server.cpu_seconds() - server_cpu
     after = server.wait_counted(port, sum(before) + count)
     now = client.resumed_client()

@@ -7,14 +7,13 @@ during a timed run (progress bars are redrawn between runs, never from a thread)
 from __future__ import annotations
 
 import asyncio
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .clients import ALL_CLIENTS, TICKETS_PER_ENDPOINT, Client, PoolClient, Target
-from .env import LoopFactory, run_on
+from .env import LoopFactory, process_cpu, run_on
 from .server import Server
 
 MAX_ERRORS = 5
@@ -77,11 +76,6 @@ def expected_resumed(resumes: bool, tls: str, count: int, concurrency: int) -> t
     return min(count, waves * TICKETS_PER_ENDPOINT), count
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def is_flagged(run: dict[str, Any]) -> bool:
     """The server's resumed count is outside what the mode should give, or the client saw a
     different count than the server."""
@@ -123,11 +117,11 @@ async def _timed_batch(
     port = client.target.port
     before = server.counts(port)
     server_cpu = server.cpu_seconds()
-    cpu = _cpu()
+    cpu = process_cpu()
     started = time.perf_counter()
     timed = await drive(client, count, concurrency, seconds)
     elapsed = time.perf_counter() - started
-    cpu = _cpu() - cpu
+    cpu = process_cpu() - cpu
     server_cpu = server.cpu_seconds() - server_cpu
     after = server.wait_counted(port, sum(before) + timed.done)
     low, high = expected_resumed(client.resumes, tls, timed.done, concurrency)
