@@ -25,15 +25,15 @@ import socket
 import ssl
 from asyncio.trsock import TransportSocket
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from .._timeout import deadline
 from .socket_tls import SocketTLSTransport
 
 HANDSHAKE_TIMEOUT = 60.0  # asyncio's default ssl_handshake_timeout
 
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
 _AddrInfo = tuple[int, int, int, str, Any]
+_READ, _WRITE = 1, 2
 
 
 class SocketTLSUnsupported(RuntimeError):
@@ -87,30 +87,11 @@ async def open_socket_tls(
         if value is not None and not value > 0:
             raise ValueError(f"{name} should be a positive number, got {value!r}")
     timeout = HANDSHAKE_TIMEOUT if handshake_timeout is None else handshake_timeout
-    sock = await _connect_tcp(loop, host, port)
+    opening = await _open(loop, host, port, wrap, protocol_factory, timeout)
+    tls, protocol = opening.tls, opening.protocol
+    assert tls is not None
+    assert protocol is not None
     try:
-        tls = wrap(sock)
-        if not isinstance(tls, ssl.SSLSocket):
-            raise TypeError(f"wrap() must return an ssl.SSLSocket, not {type(tls).__name__}")
-    except BaseException:
-        sock.close()  # (nothing to close if wrap_socket took the descriptor and failed after)
-        raise
-    try:
-        if tls.gettimeout() != 0.0:  # (it has the socket's, non-blocking: spare the syscall)
-            tls.setblocking(False)
-        # SSLEOFError must reach the transport: it tells a TCP end without close_notify.
-        tls.suppress_ragged_eofs = False  # type: ignore[attr-defined]
-        protocol = protocol_factory()
-        try:
-            if timeout == math.inf:
-                await _handshake(loop, tls)
-            else:
-                async with deadline(timeout):
-                    await _handshake(loop, tls)
-        except TimeoutError:
-            raise ConnectionAbortedError(
-                f"SSL handshake is taking longer than {timeout} seconds: aborting the connection"
-            ) from None
         transport = SocketTLSTransport(
             loop,
             tls,
@@ -118,8 +99,10 @@ async def open_socket_tls(
             extra=extra_info(tls),
             shutdown_timeout=shutdown_timeout,
             before_close=before_close,
+            reader_registered=opening.adopt_reader(),
         )
     except BaseException:
+        opening.unregister()
         tls.close()
         raise
     try:
@@ -150,49 +133,19 @@ def extra_info(sock: ssl.SSLSocket) -> dict[str, Any]:
     }
 
 
-async def _handshake(loop: asyncio.AbstractEventLoop, tls: ssl.SSLSocket) -> None:
-    fd = tls.fileno()
-    while True:
-        try:
-            tls.do_handshake()
-            return
-        except ssl.SSLWantReadError:
-            await _ready(loop, fd, write=False)
-        except ssl.SSLWantWriteError:
-            await _ready(loop, fd, write=True)
-        except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
-            # asyncio reports the TCP end it sees during a handshake as ConnectionResetError.
-            raise ConnectionResetError(
-                "the peer closed the connection during the TLS handshake"
-            ) from exc
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> None:
-    """Wait until ``fd`` is readable (or writable)."""
-    waiter: asyncio.Future[None] = loop.create_future()
-    if write:
-        loop.add_writer(fd, _wake, waiter)
-    else:
-        loop.add_reader(fd, _wake, waiter)
-    try:
-        await waiter
-    finally:
-        if write:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
-
-
 # -- TCP ----------------------------------------------------------------------------------
 
 
-async def _connect_tcp(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
-    """A connected non-blocking TCP socket: each address tried in turn, as asyncio does."""
+async def _open(
+    loop: asyncio.AbstractEventLoop,
+    host: str,
+    port: int,
+    wrap: Callable[[socket.socket], ssl.SSLSocket],
+    protocol_factory: Callable[[], _P],
+    timeout: float,
+) -> _Opening[_P]:
+    """TCP connect, ``wrap`` and the handshake: each address tried in turn until one
+    connects (its TLS errors are raised as they are), the TCP errors combined as asyncio's."""
     infos: Sequence[_AddrInfo] | None = _numeric_address(host, port)
     if infos is None:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -200,25 +153,193 @@ async def _connect_tcp(loop: asyncio.AbstractEventLoop, host: str, port: int) ->
         raise OSError("getaddrinfo() returned empty list")
     errors: list[OSError] = []
     for family, type_, proto, _, address in infos:
-        sock = None
+        opening = None
         try:
             sock = socket.socket(family, type_, proto)
+            opening = _Opening(loop, sock, address, wrap, protocol_factory, timeout)
             sock.setblocking(False)
             if family in (socket.AF_INET, socket.AF_INET6) and proto in (0, socket.IPPROTO_TCP):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.sock_connect(sock, address)
-            return sock
+            await opening.run()
+            return opening
         except OSError as exc:
-            if sock is not None:
-                sock.close()
+            if opening is None:
+                errors.append(exc)
+                continue
+            opening.close()
+            if opening.connected:
+                raise
             errors.append(exc)
         except BaseException:
-            if sock is not None:
-                sock.close()
+            if opening is not None:
+                opening.close()
             raise
     if len(errors) == 1 or all(str(exc) == str(errors[0]) for exc in errors):
         raise errors[0]
     raise OSError(f"Multiple exceptions: {', '.join(str(exc) for exc in errors)}")
+
+
+class _Opening(Generic[_P]):
+    """One address: the TCP connect, ``wrap``, ``protocol_factory()`` and the handshake
+    driven from the socket's readiness callbacks, the task woken once at the end (awaiting a
+    future per step cost two loop iterations and a register/unregister pair each). On success
+    the socket stays registered for reading if the handshake last waited for that: the
+    transport adopts it.
+    ``connect()``'s errors are asyncio's (``sock_connect``); the handshake's as documented
+    in :func:`open_socket_tls`; past ``timeout`` after the TCP connect, ConnectionAbortedError.
+    """
+
+    __slots__ = (
+        "_address",
+        "_fd",
+        "_loop",
+        "_protocol_factory",
+        "_registered",
+        "_sock",
+        "_timeout",
+        "_timer",
+        "_waiter",
+        "_wrap",
+        "connected",
+        "protocol",
+        "tls",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        address: Any,
+        wrap: Callable[[socket.socket], ssl.SSLSocket],
+        protocol_factory: Callable[[], _P],
+        timeout: float,
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._address = address
+        self._wrap = wrap
+        self._protocol_factory = protocol_factory
+        self.protocol: _P | None = None
+        self._timeout = timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._registered = 0  # _READ or _WRITE: what the socket is registered for
+        self._fd = sock.fileno()  # (the SSLSocket takes it over: the same number)
+        self.connected = False  # TCP connected (errors from here on are not retried)
+        self.tls: ssl.SSLSocket | None = None
+
+    async def run(self) -> None:
+        try:
+            self._sock.connect(self._address)
+        except (BlockingIOError, InterruptedError):
+            self._waiter = self._loop.create_future()
+            self._want(_WRITE)
+        else:
+            self._waiter = self._loop.create_future()
+            self._step()
+        try:
+            await self._waiter
+        except BaseException:
+            self.unregister()
+            raise
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _step(self) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # (a readable socket the transport has not adopted yet)
+        try:
+            tls = self.tls
+            if tls is None:
+                tls = self._connected()
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._want(_READ)
+        except ssl.SSLWantWriteError:
+            self._want(_WRITE)
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+            # asyncio reports the TCP end it sees during a handshake as ConnectionResetError.
+            self._fail(
+                ConnectionResetError("the peer closed the connection during the TLS handshake"),
+                exc,
+            )
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fail(exc, None)
+        else:
+            if self._registered == _WRITE:
+                self.unregister()
+            waiter.set_result(None)
+
+    def _connected(self) -> ssl.SSLSocket:
+        """The TCP connect is done: check it as ``sock_connect`` does, wrap, arm the timer."""
+        sock = self._sock
+        if not self.connected:
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err != 0:
+                raise OSError(err, f"Connect call failed {self._address}")
+            self.connected = True
+        tls = self._wrap(sock)
+        if not isinstance(tls, ssl.SSLSocket):
+            raise TypeError(f"wrap() must return an ssl.SSLSocket, not {type(tls).__name__}")
+        self.tls = tls
+        if tls.gettimeout() != 0.0:  # (it has the socket's, non-blocking: spare the syscall)
+            tls.setblocking(False)
+        # SSLEOFError must reach the transport: it tells a TCP end without close_notify.
+        tls.suppress_ragged_eofs = False  # type: ignore[attr-defined]
+        self.protocol = self._protocol_factory()
+        if self._timeout != math.inf:
+            self._timer = self._loop.call_later(self._timeout, self._time_out)
+        return tls
+
+    def _time_out(self) -> None:
+        self._timer = None
+        self._fail(
+            ConnectionAbortedError(
+                f"SSL handshake is taking longer than {self._timeout} seconds: "
+                "aborting the connection"
+            ),
+            None,
+        )
+
+    def _fail(self, exc: BaseException, cause: BaseException | None) -> None:
+        self.unregister()
+        if cause is not None:
+            exc.__cause__ = cause
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+
+    def _want(self, what: int) -> None:
+        if self._registered == what:
+            return
+        self.unregister()
+        if what == _READ:
+            self._loop.add_reader(self._fd, self._step)
+        else:
+            self._loop.add_writer(self._fd, self._step)
+        self._registered = what
+
+    def unregister(self) -> None:
+        if not self._registered:
+            return
+        if self._registered == _READ:
+            self._loop.remove_reader(self._fd)
+        else:
+            self._loop.remove_writer(self._fd)
+        self._registered = 0
+
+    def adopt_reader(self) -> bool:
+        """Whether the socket is still registered for reading: the transport takes it over."""
+        return self._registered == _READ
+
+    def close(self) -> None:
+        """After a failure: unregister, close the socket (the ``SSLSocket`` if made)."""
+        self.unregister()
+        (self._sock if self.tls is None else self.tls).close()
 
 
 def _numeric_address(host: str, port: int) -> list[_AddrInfo] | None:

@@ -2,7 +2,7 @@
 
 asyncio's ``sslproto`` runs OpenSSL over memory BIOs, copies every byte between them and a
 socket transport, and takes ~11 loop iterations per resumed connect (read 1 byte, close) where
-this takes ~6.5. Here OpenSSL reads and writes the socket itself; ``add_reader``/``add_writer``
+this takes ~6. Here OpenSSL reads and writes the socket itself; ``add_reader``/``add_writer``
 wake us.
 Where a protocol could tell the difference, ``sslproto`` is followed:
 
@@ -40,11 +40,10 @@ _LOG_THRESHOLD = 5  # asyncio's LOG_THRESHOLD_FOR_CONNLOST_WRITES
 
 
 class SocketTLSTransport(asyncio.Transport):
-    """A TLS connection whose handshake is done, on a non-blocking ``ssl.SSLSocket``.
-
-    Made by :func:`~aiotlspool.transports.socket_connect.open_socket_tls`, which calls
-    :meth:`start` once the protocol is connected. The transport owns the socket; ``extra``
-    is what :meth:`get_extra_info` answers.
+    """A TLS connection whose handshake is done, on a non-blocking ``ssl.SSLSocket`` it owns,
+    made by :func:`~.socket_connect.open_socket_tls` (which calls :meth:`start` once the
+    protocol is connected). ``extra``: what :meth:`get_extra_info` answers;
+    ``reader_registered``: the handshake left the socket registered for reading (taken over).
     """
 
     def __init__(
@@ -56,19 +55,18 @@ class SocketTLSTransport(asyncio.Transport):
         extra: dict[str, Any],
         shutdown_timeout: float | None = None,
         before_close: Callable[[ssl.SSLSocket], object] | None = None,
+        reader_registered: bool = False,
     ) -> None:
         super().__init__(extra)
         self._info = extra  # (asyncio's self._extra, which typeshed does not declare)
         self._loop = loop
-        self._sock = sock
-        self._fd = sock.fileno()
+        self._sock, self._fd = sock, sock.fileno()
         self._protocol: Any = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
         # close() ends within this many seconds whatever the peer does (callers rely on it).
         self.shutdown_timeout = SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout
         self._before_close = before_close
-        self._out = WriteBuffer()
-        self._dropped_writes = 0
+        self._out, self._dropped_writes = WriteBuffer(), 0
         self._protocol_paused = self._read_paused = False
         self._closing = False  # close() or abort() called, or the connection failed
         self._shutting_down = False  # close_notify exchange started
@@ -78,7 +76,9 @@ class SocketTLSTransport(asyncio.Transport):
         self._timer: asyncio.TimerHandle | None = None
         # What a blocked SSL_read, SSL_write, SSL_shutdown waits for (0: not blocked).
         self._read_wait = self._write_wait = self._shutdown_wait = 0
-        self._reader_on = self._writer_on = False  # registered with the loop
+        self._reader_on, self._writer_on = reader_registered, False  # registered with the loop
+        if reader_registered:
+            loop.add_reader(self._fd, self._on_readable)  # (replacing a callback: no syscall)
 
     def __repr__(self) -> str:
         state = "closed" if self._lost else "closing" if self._closing else "open"
