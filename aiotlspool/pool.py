@@ -24,6 +24,7 @@ from .record import ConnectionRecord
 from .sessions.store import SessionCache
 from .slots import Slot, SlotState, SlotTable
 from .stats import PoolStats
+from .store_guard import flush_store
 
 logger = logging.getLogger("aiotlspool")
 
@@ -303,12 +304,10 @@ class Pool(PoolTLS):
     # -- closing ----------------------------------------------------------------------------
 
     async def aclose(self, timeout: float | None = 10.0) -> None:
-        """Close the pool: idle connections now, connections in use once released.
-
-        Waits up to ``timeout`` seconds for connections in use to come back, then closes them
-        anyway (logging a warning). From the start, every acquire raises :class:`PoolClosed`.
-        Safe to call more than once.
-        """
+        """Close the pool: idle connections now, connections in use once released (after
+        ``timeout`` seconds they are closed anyway, with a warning); then a store that writes
+        behind finishes its writes (its ``flush()``, within ``timeout`` too). From the start,
+        every acquire raises :class:`PoolClosed`. Safe to call more than once."""
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(self._close(timeout))
         await asyncio.shield(self._closing)
@@ -353,6 +352,7 @@ class Pool(PoolTLS):
                     if slot.record is not None:
                         self._connector.abort(slot.record)
         await self._background.drain(timeout)
+        await flush_store(self._connector.cache, timeout)
 
     def _remove_idle(self) -> list[ConnectionRecord]:
         idle = self._table.idle_slots()

@@ -148,3 +148,21 @@ def _go_on(call: Coroutine[Any, Any, T], waiting_for: Any) -> Generator[Any, Any
 
 def _name(store: SessionCache) -> str:
     return type(store).__name__
+
+
+async def flush_store(store: SessionCache | GuardedStore | None, timeout: float | None) -> None:
+    """Let a store that writes behind (a ``flush()`` coroutine method, as
+    :class:`~aiotlspool.RedisSessionCache` has) finish its writes, within ``timeout``: the
+    pool is closing, and what it still holds (queued sessions, held TLS 1.3 tickets) would be
+    lost with the process. A store that fails or runs out is logged, never raised from."""
+    inner = store.store if isinstance(store, GuardedStore) else store
+    flush = getattr(inner, "flush", None)
+    if flush is None:
+        return
+    try:
+        async with deadline(timeout):
+            await flush()
+    except Exception as exc:  # (TimeoutError too) a store must not break closing
+        logger.warning(
+            "could not flush the session store %s at close: %r", type(inner).__name__, exc
+        )

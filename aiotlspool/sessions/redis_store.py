@@ -267,7 +267,7 @@ class RedisSessionCache(StoreCounts, SessionCache):
     async def flush(self, timeout: float = 5.0, *, publish_held: bool = True) -> bool:
         """Publish the held tickets and wait (at most ``timeout`` seconds) until every put has
         been written (or dropped); whether nothing is left waiting. Call it before the event
-        loop ends (the pool does not). ``publish_held=False`` waits for what is queued only:
+        loop ends (``Pool.aclose()`` does). ``publish_held=False`` waits for what is queued only:
         the held tickets stay for this process's next connects."""
         if publish_held:
             self._publish.release_held()

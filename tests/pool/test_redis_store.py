@@ -475,6 +475,30 @@ async def test_tls13_reconnects_use_their_held_ticket_without_redis(
             await asyncio.sleep(0.05)
 
 
+@ONE_LOOP
+async def test_closing_the_pool_writes_the_held_ticket(
+    ca: trustme.CA,
+    cert: trustme.LeafCert,
+    redis_server: RedisServer,
+    closing: list[RedisSessionCache],
+) -> None:
+    """Pool.aclose() flushes the store: the ticket held for a next connect that will not come
+    is published (held for an hour here, it would be lost with the process otherwise)."""
+    store = store_for(redis_server, hold_ticket_for=3600.0)
+    other = store_for(redis_server, namespace=store.namespace, local=False, single_flight_wait=0)
+    closing += [store, other]
+    async with running_server(server_context(cert, "TLSv1.3")) as srv:
+        pool = Pool(client_context(ca, "TLSv1.3"), session_cache=store)
+        # (the first, a leader, publishes its tickets; the resumed one's is held)
+        assert [await connect_once(pool, srv.port) for _ in range(2)] == [False, True]
+        await asyncio.sleep(0.05)  # (the ticket's put runs in a task of the pool)
+        await store.flush(publish_held=False)
+        while await other.get(pool_key(store)):  # ("another process" takes what Redis has)
+            pass
+        await pool.aclose()
+        assert await other.get(pool_key(store)) is not None
+
+
 # -- the guard and the local tier -----------------------------------------------------------
 
 

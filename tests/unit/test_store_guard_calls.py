@@ -71,3 +71,32 @@ async def test_a_cancelled_caller_cancels_the_stores_call() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert store.unwound
+
+
+class Flushing(MemorySessionCache):
+    """A store that writes behind: ``flush`` raises, hangs, or records that it ran."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.flushed = False
+
+    async def flush(self) -> None:
+        if self.how == "raise":
+            raise ConnectionError("store unreachable")
+        if self.how == "hang":
+            await asyncio.sleep(3600)
+        self.flushed = True
+
+
+@pytest.mark.parametrize("how", ["ok", "raise", "hang"])
+async def test_closing_flushes_a_store_and_never_fails_for_it(
+    how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Flushing(how)
+    await store_guard.flush_store(guard(store), timeout=0.05)  # as the pool holds it
+    assert store.flushed is (how == "ok")
+    warned = [r for r in caplog.records if "could not flush the session store" in r.message]
+    assert len(warned) == (0 if how == "ok" else 1)
+    await store_guard.flush_store(MemorySessionCache(), 0.05)  # (nothing to flush)
+    await store_guard.flush_store(None, 0.05)
