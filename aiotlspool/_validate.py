@@ -27,6 +27,13 @@ def seconds(name: str, value: object) -> float:
     return float(value)
 
 
+def seconds_or_zero(name: str, value: object) -> float:
+    """``value`` as a number of seconds >= 0 (0: off)."""
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return seconds(name, value)
+
+
 def optional_seconds(name: str, value: object) -> float | None:
     """``value`` as a number of seconds > 0, or None (no limit)."""
     return None if value is None else seconds(name, value)

@@ -209,8 +209,6 @@ class Pool(PoolTLS):
             return
         assert slot.record is not None
         self._table.remove(slot)
-        if not self._table.waiting:  # (the usual case: nobody to hand the slot to)
-            return await self._close_connection(slot.record)
         await self._background.close_now([slot.record, *self._assign()])
 
     def _checked_out_slot(self, conn: Connection, action: str) -> Slot | None:

@@ -157,12 +157,10 @@ async def flush_store(store: SessionCache | GuardedStore | None, timeout: float 
     lost with the process. A store that fails or runs out is logged, never raised from."""
     inner = store.store if isinstance(store, GuardedStore) else store
     flush = getattr(inner, "flush", None)
-    if flush is None:
+    if inner is None or flush is None:
         return
     try:
         async with deadline(timeout):
             await flush()
     except Exception as exc:  # (TimeoutError too) a store must not break closing
-        logger.warning(
-            "could not flush the session store %s at close: %r", type(inner).__name__, exc
-        )
+        logger.warning("could not flush the session store %s at close: %r", _name(inner), exc)

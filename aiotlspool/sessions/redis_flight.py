@@ -27,9 +27,7 @@ import secrets
 import time
 from collections import Counter
 
-from .._validate import seconds
-
-__all__ = ["NO_WAIT_AFTER", "SHARE_FOR", "Flights", "Waiting", "seconds_or_zero"]
+__all__ = ["NO_WAIT_AFTER", "SHARE_FOR", "Flights", "Waiting"]
 
 FIRST_POLL = 0.002  # seconds between a waiter's takes, growing by half up to LAST_POLL
 LAST_POLL = 0.010
@@ -110,13 +108,6 @@ class Waiting:
             return None
         poll, self._poll = self._poll, min(self._poll * 1.5, LAST_POLL)
         return min(poll, left)
-
-
-def seconds_or_zero(name: str, value: object) -> float:
-    """``value`` as a number of seconds >= 0 (0: off)."""
-    if value == 0 and not isinstance(value, bool):
-        return 0.0
-    return seconds(name, value)
 
 
 def _active(marks: dict[str, float], key_id: str) -> bool:

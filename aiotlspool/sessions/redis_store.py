@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._timeout import deadline
-from .._validate import count, seconds
+from .._validate import count, seconds, seconds_or_zero
 from ..engines.libssl import NativeUnavailable
 from ..engines.libssl_load import load_libssl
 from . import file_entries as entries
@@ -28,7 +28,7 @@ from .file import _process
 from .key import SessionKey
 from .redis_codec import EntryCodec
 from .redis_counts import StoreCounts
-from .redis_flight import Flights, Waiting, seconds_or_zero
+from .redis_flight import Flights, Waiting
 from .redis_io import LEAD, WAIT, RedisIO, client_for
 from .redis_local import InProcess
 from .redis_publish import Publisher

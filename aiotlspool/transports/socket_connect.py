@@ -229,13 +229,12 @@ class _Opening(Generic[_P]):
         self.tls: ssl.SSLSocket | None = None
 
     async def run(self) -> None:
+        self._waiter = self._loop.create_future()
         try:
             self._sock.connect(self._address)
         except (BlockingIOError, InterruptedError):
-            self._waiter = self._loop.create_future()
             self._want(_WRITE)
         else:
-            self._waiter = self._loop.create_future()
             self._step()
         try:
             await self._waiter
