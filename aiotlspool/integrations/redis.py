@@ -6,15 +6,17 @@
 ...     ssl_context=ctx)
 >>> client = redis.asyncio.Redis(connection_pool=pool)               # doctest: +SKIP
 
-redis-py (5.0 to 8.1 at least) has no ``ssl_context`` argument: each connection object builds
-its own context from its ``ssl_*`` arguments, and a TLS session only works with the context that
-made it, so nothing would ever resume. :class:`SharedContextSSLConnection` hands the given
-context to the connection before its first use.
+redis-py (5.0 to 8.2 at least) has no ``ssl_context`` argument: up to 8.1 each connection
+object builds its own context from its ``ssl_*`` arguments, and a TLS session only works with
+the context that made it; 8.2 shares one context among connections with the same ``ssl_*``
+arguments, but nothing offers it a session. Either way nothing resumes.
+:class:`SharedContextSSLConnection` hands the given context to the connection before its first
+use.
 
 Public redis-py API used: ``ConnectionPool(connection_class=..., **kwargs)`` (which passes
 ``ssl_context``, ``host``, ``port``... to each connection it makes) and ``SSLConnection``. Not
 documented, though spelt without underscores: the connection's ``ssl_context`` attribute and its
-``context`` slot (unchanged from redis-py 5.0 to 8.1). ``Redis.from_url("redis://...",
+``context`` slot (unchanged from redis-py 5.0 to 8.2). ``Redis.from_url("redis://...",
 connection_class=SharedContextSSLConnection, ssl_context=ctx)`` works too; a ``rediss://`` URL
 replaces the class (TypeError). Importing this module needs redis-py.
 """

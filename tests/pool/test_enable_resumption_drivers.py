@@ -120,11 +120,38 @@ def plain_redis() -> Iterator[RedisServer]:
         yield server
 
 
-def test_stock_redis_py_makes_a_context_per_connection(certs: Certs) -> None:
+async def test_stock_redis_py_never_resumes(redis_tls: RedisServer, certs: Certs) -> None:
+    # redis-py up to 8.1 built a context per connection; from 8.2 connections with the same
+    # ssl_* arguments share one. Either way nothing offers a session: every handshake is full.
     require_module("redis")
-    stock = ConnectionPool(connection_class=SSLConnection, ssl_ca_certs=str(certs.ca_file))
-    contexts = [stock.make_connection().ssl_context.get() for _ in range(3)]
-    assert len({id(ctx) for ctx in contexts}) == 3  # a session of one is useless to the next
+
+    class StockRecording(SSLConnection):
+        def __init__(self, *, reused: list[bool], **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.reused = reused
+
+        async def connect(self) -> None:
+            fresh = not self.is_connected
+            await super().connect()
+            if fresh:
+                self.reused.append(self._writer.get_extra_info("ssl_object").session_reused)
+
+    reused: list[bool] = []
+    for _ in range(3):
+        stock = ConnectionPool(
+            connection_class=StockRecording,
+            host=redis_tls.server_name,
+            port=redis_tls.port,
+            ssl_ca_certs=str(certs.ca_file),
+            reused=reused,
+            socket_connect_timeout=TIMEOUT,
+        )
+        client = Redis(connection_pool=stock)
+        try:
+            await client.set("k", "v")
+        finally:
+            await client.aclose(close_connection_pool=True)
+    assert reused == [False, False, False]
     ctx = client_context(certs)
     shared = ConnectionPool(connection_class=SharedContextSSLConnection, ssl_context=ctx)
     assert all(shared.make_connection().ssl_context.get() is ctx for _ in range(3))
