@@ -11,7 +11,6 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from .endpoint import Endpoint
-from .transports.socket_tls import SocketTLSTransport
 
 logger = logging.getLogger("aiotlspool")
 _HAS_POLL = hasattr(select, "poll")
@@ -90,6 +89,7 @@ class Connection:
         connect_seconds: float,
         created_at: float,
         close_hook: Callable[[Connection], Awaitable[None]],
+        close_bound: float | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.reader = reader
@@ -105,6 +105,8 @@ class Connection:
         self._close_hook = close_hook  # how aclose() reaches the pool that owns the connection
         self._closed = False
         self._probe = _ReadableProbe(writer)
+        # How long the transport's own close may take at most (it aborts then), if it bounds it.
+        self._close_bound = close_bound
 
     def __repr__(self) -> str:
         how = "resumed" if self.session_reused else "full handshake"
@@ -144,9 +146,9 @@ class Connection:
             # Only once: asyncio's SSL transport detaches itself on a second close(), after
             # which abort() does nothing and the socket lingers until garbage collection.
             self.writer.close()
-        if isinstance(transport, SocketTLSTransport) and transport.shutdown_timeout <= timeout:
+        if self._close_bound is not None and self._close_bound <= timeout:
             # It ends its close (closing, or closed) within ``timeout`` itself, since
-            # close() started it: no deadline, a timer less per close.
+            # close() started it: no timer of ours (a third of a connect's timers).
             await self._protocol.wait_lost()
             return
         # At ``timeout`` a timer aborts the socket and ends the wait: what a deadline on this

@@ -25,11 +25,11 @@ import ssl
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, cast
+from typing import Any
 
-from ._timeout import deadline
 from .config import PoolConfig
 from .connection import Connection, StreamProtocol
+from .deadlines import Deadlines
 from .endpoint import Endpoint
 from .engines.base import SessionEngine
 from .exceptions import ConnectError, ConnectTimeout, ResumptionRejected, is_transient, translate
@@ -43,7 +43,7 @@ from .sessions.store import SessionCache
 from .sessions.verification import Verification
 from .stats import Counters
 from .store_guard import GuardedStore
-from .transports.choice import open_tls_transport, resolve_choice
+from .transports.choice import open_tls_transport, resolve_choice, transport_plan
 
 logger = logging.getLogger("aiotlspool")
 
@@ -77,6 +77,7 @@ class Connector:
         self.spawn = spawn  # runs a coroutine in a task the pool tracks (and awaits at close)
         self.keys = KeyRing(ssl_context, share_across_ports=config.share_sessions_across_ports)
         self.transport_choice = resolve_choice(config.tls_transport)
+        self._connect_deadlines = Deadlines(config.connect_timeout)  # one timer for all
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -117,7 +118,7 @@ class Connector:
         key, verification = await self.current_key(endpoint, reread=False)
         attempt = 0
         try:
-            async with deadline(self.config.connect_timeout):
+            async with self._connect_deadlines.block():
                 while True:
                     offer = await self.take_session(key)
                     arrivals = None if self.cache is None else Arrivals(self._store_arrived, key)
@@ -177,7 +178,9 @@ class Connector:
         reader = asyncio.StreamReader()
         protocol = StreamProtocol(reader)
         started = time.perf_counter()
-        at_close = CloseCapture(self._before_socket_close)
+        socket_transport, ends_close = transport_plan(self.transport_choice, loop)
+        capture_at_close = socket_transport and self.cache is not None
+        at_close = CloseCapture(self.engine.capture) if capture_at_close else None
         transport, _ = await open_tls_transport(
             self.transport_choice,
             protocol,
@@ -207,6 +210,7 @@ class Connector:
                 connect_seconds=finished - started,
                 created_at=loop.time(),
                 close_hook=hook,
+                close_bound=self.config.close_timeout if ends_close else None,
             )
             return await self._after_handshake(conn, key, offering, at_close)
         except BaseException:
@@ -220,7 +224,7 @@ class Connector:
         conn: Connection,
         key: SessionKey,
         offering: OfferingContext,
-        at_close: CloseCapture,
+        at_close: CloseCapture | None,
     ) -> ConnectionRecord:
         reused = conn.session_reused
         offer = offering.session
@@ -259,7 +263,8 @@ class Connector:
             and not (reused and conn.tls_version != TLS13),
             resumed_session_id=offer.session_id if reused and offer is not None else b"",
         )
-        at_close.record = weakref.ref(record)  # (a close from here on may capture through it)
+        if at_close is not None:
+            at_close.record = weakref.ref(record)  # (a close from here on may capture through it)
         if rejected and offer is not None:
             self.counters.rejected_sessions += 1
             if self.cache is not None:
@@ -295,13 +300,6 @@ class Connector:
         else:
             self.counters.cache_hits += 1
         return session
-
-    def _before_socket_close(self, record: ConnectionRecord, tls: ssl.SSLSocket) -> None:
-        """The socket transport's last moment to read the TLS state (close_notify exchanged):
-        take the TLS 1.3 session still waiting for its ticket, for :meth:`_capture`."""
-        if record.capture_pending and self.cache is not None:
-            record.session_at_close = self.engine.capture(cast(ssl.SSLObject, tls))
-            record.captured_at_close = True
 
     # -- storing sessions -----------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import ssl
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from .connection import Connection
 from .sessions.cached import CachedSession
@@ -30,21 +31,25 @@ class ConnectionRecord:
 
 
 class CloseCapture:
-    """The socket transport's close hook for one connection (``before_close``): calls
-    ``method(record, ssl_socket)`` once the record exists.
+    """The socket transport's close hook for one connection (``before_close``): its SSLSocket's
+    last moment with TLS state (close_notify exchanged), when the TLS 1.3 session still waiting
+    for its ticket is taken, with ``capture(ssl_socket)``, into the record (once it exists) for
+    the connector's close to store.
 
     The event loop holds the hook while the socket is open, and the record leads to the pool:
     both are held weakly, so that a pool nobody uses is not kept alive by its sockets.
     """
 
-    __slots__ = ("_method", "record")
+    __slots__ = ("_capture", "record")
 
-    def __init__(self, method: Callable[[ConnectionRecord, ssl.SSLSocket], None]) -> None:
-        self._method = weakref.WeakMethod(method)
+    def __init__(self, capture: Callable[[ssl.SSLObject], CachedSession | None]) -> None:
+        self._capture = weakref.WeakMethod(capture)
         self.record: weakref.ReferenceType[ConnectionRecord] | None = None
 
     def __call__(self, tls: ssl.SSLSocket) -> None:
-        method = self._method()
+        capture = self._capture()
         record = self.record() if self.record is not None else None
-        if method is not None and record is not None:
-            method(record, tls)
+        if capture is not None and record is not None and record.capture_pending:
+            # (the engines use only what SSLObject and SSLSocket have in common)
+            record.session_at_close = capture(cast(ssl.SSLObject, tls))
+            record.captured_at_close = True

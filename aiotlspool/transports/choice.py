@@ -17,8 +17,9 @@ import math
 import os
 import socket
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Any, cast
 
 from .socket_connect import HANDSHAKE_TIMEOUT, open_socket_tls, socket_tls_supported
 
@@ -55,6 +56,30 @@ def uses_socket_transport(choice: str, loop: asyncio.AbstractEventLoop) -> bool:
 _auto_by_loop_type: dict[type, bool] = {}
 
 
+def transport_plan(choice: str, loop: asyncio.AbstractEventLoop) -> tuple[bool, bool]:
+    """What :func:`open_tls_transport` opens on ``loop``: (the socket transport?, does the
+    transport end its own close within ``shutdown_timeout``?). A transport that ends its close
+    (aborting when the peer's close_notify does not come) needs no timer of the caller's: the
+    socket transport; asyncio's from Python 3.11 and uvloop's (``ssl_shutdown_timeout=``).
+    Another loop's ``create_connection`` may not take that argument: it is not given one."""
+    if uses_socket_transport(choice, loop):
+        return True, True
+    return False, _takes_shutdown_timeout(loop)
+
+
+def _takes_shutdown_timeout(loop: asyncio.AbstractEventLoop) -> bool:
+    loop_type = type(loop)
+    takes = _ends_close_by_loop_type.get(loop_type)
+    if takes is None:
+        uvloop = loop_type.__module__.partition(".")[0] == "uvloop"
+        asyncio_311 = sys.version_info >= (3, 11) and isinstance(loop, asyncio.BaseEventLoop)
+        takes = _ends_close_by_loop_type[loop_type] = uvloop or asyncio_311
+    return takes
+
+
+_ends_close_by_loop_type: dict[type, bool] = {}
+
+
 def open_tls_transport(
     choice: str,
     protocol: asyncio.Protocol,
@@ -66,7 +91,7 @@ def open_tls_transport(
     wrap_socket: Callable[[socket.socket, str], ssl.SSLSocket],
     connect_timeout: float | None,
     shutdown_timeout: float,
-    before_close: Callable[[ssl.SSLSocket], object],
+    before_close: Callable[[ssl.SSLSocket], object] | None,
 ) -> Awaitable[tuple[asyncio.Transport, asyncio.Protocol]]:
     """Connect and handshake: the awaitable of (the transport, already connected to
     ``protocol``; ``protocol``). Not a coroutine of its own: a frame less on every resume.
@@ -75,7 +100,8 @@ def open_tls_transport(
 
     ``bio_context`` is passed to the loop as ``ssl=`` (the loop only calls its ``wrap_bio``);
     ``wrap_socket`` makes the socket transport's ``SSLSocket``; ``connect_timeout`` is the
-    caller's deadline around the whole connect; ``before_close`` is called
+    caller's deadline around the whole connect; ``shutdown_timeout`` bounds the transport's
+    close where :func:`transport_plan` says so; ``before_close`` is called
     with it at the socket transport's close, the last moment its TLS state can be read.
     """
     loop = asyncio.get_running_loop()
@@ -95,10 +121,14 @@ def open_tls_transport(
             shutdown_timeout=shutdown_timeout,
             before_close=before_close,
         )
+    extra: dict[str, Any] = {}  # (a mapping: typeshed knows ssl_shutdown_timeout from 3.11 only)
+    if _takes_shutdown_timeout(loop):
+        extra["ssl_shutdown_timeout"] = shutdown_timeout
     return loop.create_connection(
         lambda: protocol,
         host,
         port,
         ssl=cast(ssl.SSLContext, bio_context),
         server_hostname=server_hostname,
+        **extra,
     )
