@@ -99,7 +99,7 @@ class OfferingContext:
         self.ssl_object = ssl_object
         if self.session is None and self.sink is None:
             return  # no session store: nothing to offer, nothing to key
-        now = verification_of(self.context)
+        now = verification_of(self.context, self.verification)
         if now is not self.verification:
             self.settings_changed = True  # the session may come from weaker settings
             self.verification = now  # what this handshake runs under

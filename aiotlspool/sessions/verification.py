@@ -51,6 +51,7 @@ class Verification:
 
 # Names users gave to the trust of contexts whose CA certificates cannot be read (set_trust_id).
 _trust_ids: weakref.WeakKeyDictionary[ssl.SSLContext, str] = weakref.WeakKeyDictionary()
+_trust_ids_named = False  # whether any context ever had one
 
 
 def set_trust_id(context: ssl.SSLContext, trust_id: str | None) -> None:
@@ -74,8 +75,10 @@ def set_trust_id(context: ssl.SSLContext, trust_id: str | None) -> None:
         return
     if not isinstance(trust_id, str) or not trust_id or not trust_id.isprintable():
         raise ValueError(f"trust_id must be a non-empty printable string, got {trust_id!r}")
+    global _trust_ids_named
     with _lock:
         _trust_ids[context] = trust_id
+        _trust_ids_named = True
 
 
 # The last settings seen per context: a probe equal to it needs no new fingerprint.
@@ -85,10 +88,15 @@ _libssl: Libssl | None = None
 _libssl_looked_up = False
 
 
-def verification_of(context: ssl.SSLContext) -> Verification:
-    """The current verification settings of ``context`` (the same object while unchanged)."""
+def verification_of(context: ssl.SSLContext, seen: Verification | None = None) -> Verification:
+    """The current verification settings of ``context`` (the same object while unchanged).
+
+    ``seen``: settings the caller read from ``context`` before; returned as they are when the
+    probe still equals theirs (the common case, without the lock and the lookup)."""
     libssl = _binding()
     probe = _probe(context, libssl)
+    if seen is not None and seen.probe == probe:
+        return seen
     with _lock:
         last = _last.get(context)
     if last is not None and last.probe == probe:
@@ -132,7 +140,7 @@ def _probe(context: ssl.SSLContext, libssl: Libssl | None) -> tuple[object, ...]
         _raw_max(context),
         context.check_hostname,
         context.hostname_checks_common_name,
-        _trust_ids.get(context),
+        _trust_ids.get(context) if _trust_ids_named else None,  # (mostly none: no lookup)
     )
     if libssl is not None:
         level, objects, client_cert = libssl.context_probe(context)

@@ -78,3 +78,19 @@ async def test_changing_the_trust_id_drops_the_old_sessions(
         assert await connect_once(pool, server.port) is False
         assert pool.stats().stale_sessions_dropped >= 1
         assert await connect_once(pool, server.port) is True
+
+
+def test_settings_seen_before_are_handed_back_only_while_unchanged() -> None:
+    # The connect path passes the settings it took a session under: returned as they are
+    # while the probe matches, never once the context changed (a trust id, a CA, a flag).
+    ctx = ssl.create_default_context()
+    seen = verification_of(ctx)
+    assert verification_of(ctx, seen) is seen
+    set_trust_id(ctx, "corp-ca-2026")
+    named = verification_of(ctx, seen)
+    assert named is not seen and named.fingerprint != seen.fingerprint
+    trustme.CA().configure_trust(ctx)
+    assert verification_of(ctx, named).fingerprint != named.fingerprint
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    changed = verification_of(ctx, seen)
+    assert changed is not seen and verification_of(ctx, changed) is changed
