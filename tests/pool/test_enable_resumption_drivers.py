@@ -35,19 +35,24 @@ except ImportError:  # each redis test's require_module("redis") skips it (fails
 # -- redis-py: one SSLContext for every connection ----------------------------------------------
 
 
-class RecordingConnection(SharedContextSSLConnection):
-    """Also notes each connection's ``session_reused`` (through redis-py's private
-    ``_writer``: for the tests' eyes only)."""
+class Recording:
+    """Mixed into a redis-py connection class: notes each connection's ``session_reused``
+    (through redis-py's private ``_writer``: for the tests' eyes only)."""
 
     def __init__(self, *, reused: list[bool], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.reused = reused
 
     async def connect(self) -> None:
-        fresh = not self.is_connected
-        await super().connect()
+        fresh = not self.is_connected  # type: ignore[attr-defined]
+        await super().connect()  # type: ignore[misc]
         if fresh:
-            self.reused.append(self._writer.get_extra_info("ssl_object").session_reused)
+            transport = self._writer  # type: ignore[attr-defined]
+            self.reused.append(transport.get_extra_info("ssl_object").session_reused)
+
+
+class RecordingConnection(Recording, SharedContextSSLConnection):
+    """redis-py's connections on one shared context, each noting whether it resumed."""
 
 
 def redis_pool(
@@ -125,16 +130,8 @@ async def test_stock_redis_py_never_resumes(redis_tls: RedisServer, certs: Certs
     # ssl_* arguments share one. Either way nothing offers a session: every handshake is full.
     require_module("redis")
 
-    class StockRecording(SSLConnection):
-        def __init__(self, *, reused: list[bool], **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.reused = reused
-
-        async def connect(self) -> None:
-            fresh = not self.is_connected
-            await super().connect()
-            if fresh:
-                self.reused.append(self._writer.get_extra_info("ssl_object").session_reused)
+    class StockRecording(Recording, SSLConnection):
+        pass
 
     reused: list[bool] = []
     for _ in range(3):
