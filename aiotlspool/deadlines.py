@@ -1,14 +1,14 @@
 """Deadlines of one length for many blocks, on one timer: the pool's connect timeout.
 
-``asyncio.timeout`` arms a timer for each block and cancels it at the end; on uvloop that is a
-libuv handle started and closed again, ~15 µs of the pool's ~100 µs per resumed connect
-(benchmarks/bare_profile.py, py-spy). The blocks of one pool's connects all last the same
-``seconds``, so their deadlines come in the order they start: the open blocks wait in a FIFO and
-a single timer is armed for the oldest. When it fires it cancels the blocks whose time is up and
-re-arms for the oldest left; a block that ends while it is the oldest leaves the FIFO at once
-(connect after connect, the FIFO holds one block and the timer fires once per ``seconds``).
-Nothing cancels the timer: once no block is open it fires one last time and is not re-armed
-(it holds only the FIFO).
+``asyncio.timeout`` arms a timer for each block and cancels it at the end (on uvloop a libuv
+handle started and closed again): work on every connect, for a timer that almost never fires
+(docs/benchmarks.md, "The pool's own cost, counted"). The blocks of one pool's connects all
+last the same ``seconds``, so their deadlines come in the order they start: the open blocks
+wait in a FIFO and a single timer is armed for the oldest. When it fires it cancels the blocks
+whose time is up and re-arms for the oldest left; a block that ends while it is the oldest
+leaves the FIFO at once (connect after connect, the FIFO holds one block and the timer fires
+once per ``seconds``). Nothing cancels the timer: once no block is open it fires one last time
+and is not re-armed (it holds only the FIFO).
 
 A block that times out behaves as under ``asyncio.timeout``: its task is cancelled, and the
 block raises ``TimeoutError`` in place of the ``CancelledError`` (any other cancellation, from

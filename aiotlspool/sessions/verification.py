@@ -47,6 +47,8 @@ class Verification:
     # client authentication, which a persistent store keeps only when asked. (Seen through
     # libssl only; without it False, and the fingerprint is marked incomplete.)
     client_certificate: bool = False
+    # id() of the context read (a probe says nothing of another context's trust store).
+    context_id: int = 0
 
 
 # Names users gave to the trust of contexts whose CA certificates cannot be read (set_trust_id).
@@ -91,11 +93,12 @@ _libssl_looked_up = False
 def verification_of(context: ssl.SSLContext, seen: Verification | None = None) -> Verification:
     """The current verification settings of ``context`` (the same object while unchanged).
 
-    ``seen``: settings the caller read from ``context`` before; returned as they are when the
-    probe still equals theirs (the common case, without the lock and the lookup)."""
+    ``seen``: settings an earlier call returned for this same ``context`` (those of another
+    context are ignored); returned as they are while the probe still equals theirs (the common
+    case, without the lock and the lookup)."""
     libssl = _binding()
     probe = _probe(context, libssl)
-    if seen is not None and seen.probe == probe:
+    if seen is not None and seen.probe == probe and seen.context_id == id(context):
         return seen
     with _lock:
         last = _last.get(context)
@@ -105,6 +108,7 @@ def verification_of(context: ssl.SSLContext, seen: Verification | None = None) -
         probe,
         _fingerprint(context, libssl),
         client_certificate=libssl is not None and probe[-1] is not None,
+        context_id=id(context),
     )
     with _lock:
         _last[context] = current

@@ -94,3 +94,15 @@ def test_settings_seen_before_are_handed_back_only_while_unchanged() -> None:
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT
     changed = verification_of(ctx, seen)
     assert changed is not seen and verification_of(ctx, changed) is changed
+
+
+def test_settings_of_another_context_are_never_handed_back() -> None:
+    # Two contexts with equal probes (same flags, as many trusted certificates) but different
+    # CAs: the settings of one must not stand for the other's, whatever the caller passes.
+    one, other = ssl.create_default_context(), ssl.create_default_context()
+    trustme.CA().configure_trust(one)
+    trustme.CA().configure_trust(other)
+    seen = verification_of(one)
+    assert seen.probe == verification_of(other).probe  # the probe alone cannot tell them apart
+    assert verification_of(other, seen) is not seen
+    assert verification_of(other, seen).fingerprint != seen.fingerprint
