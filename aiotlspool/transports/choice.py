@@ -72,8 +72,13 @@ def _takes_shutdown_timeout(loop: asyncio.AbstractEventLoop) -> bool:
     takes = _ends_close_by_loop_type.get(loop_type)
     if takes is None:
         uvloop = loop_type.__module__.partition(".")[0] == "uvloop"
-        asyncio_311 = sys.version_info >= (3, 11) and isinstance(loop, asyncio.BaseEventLoop)
-        takes = _ends_close_by_loop_type[loop_type] = uvloop or asyncio_311
+        # asyncio's own create_connection only: a subclass's override may not take it.
+        own = (
+            getattr(loop_type, "create_connection", None) is asyncio.BaseEventLoop.create_connection
+        )
+        takes = _ends_close_by_loop_type[loop_type] = uvloop or (
+            sys.version_info >= (3, 11) and own
+        )
     return takes
 
 
