@@ -178,11 +178,11 @@ class Connector:
         reader = asyncio.StreamReader()
         protocol = StreamProtocol(reader)
         started = time.perf_counter()
-        socket_transport, ends_close = transport_plan(self.transport_choice, loop)
-        capture_at_close = socket_transport and self.cache is not None
+        plan = transport_plan(self.transport_choice, loop)  # (asked once per connect)
+        capture_at_close = plan.socket and self.cache is not None
         at_close = CloseCapture(self.engine.capture) if capture_at_close else None
         transport, _ = await open_tls_transport(
-            self.transport_choice,
+            plan,
             protocol,
             endpoint.host,
             endpoint.port,
@@ -210,7 +210,7 @@ class Connector:
                 connect_seconds=finished - started,
                 created_at=loop.time(),
                 close_hook=hook,
-                close_bound=self.config.close_timeout if ends_close else None,
+                close_bound=self.config.close_timeout if plan.ends_close else None,
             )
             return await self._after_handshake(conn, key, offering, at_close)
         except BaseException:

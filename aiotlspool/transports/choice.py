@@ -19,7 +19,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from .socket_connect import HANDSHAKE_TIMEOUT, open_socket_tls, socket_tls_supported
 
@@ -56,37 +56,45 @@ def uses_socket_transport(choice: str, loop: asyncio.AbstractEventLoop) -> bool:
 _auto_by_loop_type: dict[type, bool] = {}
 
 
-def transport_plan(choice: str, loop: asyncio.AbstractEventLoop) -> tuple[bool, bool]:
-    """What :func:`open_tls_transport` opens on ``loop``: (the socket transport?, does the
-    transport end its own close within ``shutdown_timeout``?). A transport that ends its close
-    (aborting when the peer's close_notify does not come) needs no timer of the caller's: the
-    socket transport; asyncio's from Python 3.11 and uvloop's (``ssl_shutdown_timeout=``).
-    Another loop's ``create_connection`` may not take that argument: it is not given one."""
+class TransportPlan(NamedTuple):
+    """What :func:`open_tls_transport` opens on a loop (:func:`transport_plan`)."""
+
+    socket: bool  # the socket transport (else the loop's own ``create_connection(ssl=)``)
+    # The transport ends its own close within ``shutdown_timeout`` (aborting when the peer's
+    # close_notify does not come), so the caller needs no timer of its own.
+    ends_close: bool
+
+
+def transport_plan(choice: str, loop: asyncio.AbstractEventLoop) -> TransportPlan:
+    """The plan for ``choice`` (:func:`resolve_choice`'s result) on ``loop``. Transports that
+    end their own close: the socket transport; asyncio's from Python 3.11 and uvloop's
+    (``ssl_shutdown_timeout=``). Another loop's ``create_connection`` may not take that
+    argument: it is not given one."""
     if uses_socket_transport(choice, loop):
-        return True, True
-    return False, _takes_shutdown_timeout(loop)
+        return TransportPlan(True, True)
+    return TransportPlan(False, _takes_shutdown_timeout(loop))
 
 
 def _takes_shutdown_timeout(loop: asyncio.AbstractEventLoop) -> bool:
     loop_type = type(loop)
-    takes = _ends_close_by_loop_type.get(loop_type)
+    takes = _takes_shutdown_timeout_by_loop_type.get(loop_type)
     if takes is None:
         uvloop = loop_type.__module__.partition(".")[0] == "uvloop"
         # asyncio's own create_connection only: a subclass's override may not take it.
         own = (
             getattr(loop_type, "create_connection", None) is asyncio.BaseEventLoop.create_connection
         )
-        takes = _ends_close_by_loop_type[loop_type] = uvloop or (
+        takes = _takes_shutdown_timeout_by_loop_type[loop_type] = uvloop or (
             sys.version_info >= (3, 11) and own
         )
     return takes
 
 
-_ends_close_by_loop_type: dict[type, bool] = {}
+_takes_shutdown_timeout_by_loop_type: dict[type, bool] = {}
 
 
 def open_tls_transport(
-    choice: str,
+    plan: TransportPlan,
     protocol: asyncio.Protocol,
     host: str,
     port: int,
@@ -101,7 +109,7 @@ def open_tls_transport(
     """Connect and handshake: the awaitable of (the transport, already connected to
     ``protocol``; ``protocol``). Not a coroutine of its own: a frame less on every resume.
 
-    ``choice`` is :func:`resolve_choice`'s result.
+    ``plan`` is :func:`transport_plan`'s for the running loop.
 
     ``bio_context`` is passed to the loop as ``ssl=`` (the loop only calls its ``wrap_bio``);
     ``wrap_socket`` makes the socket transport's ``SSLSocket``; ``connect_timeout`` is the
@@ -110,7 +118,7 @@ def open_tls_transport(
     with it at the socket transport's close, the last moment its TLS state can be read.
     """
     loop = asyncio.get_running_loop()
-    if uses_socket_transport(choice, loop):
+    if plan.socket:
         return open_socket_tls(
             loop,
             lambda: protocol,
@@ -127,7 +135,7 @@ def open_tls_transport(
             before_close=before_close,
         )
     extra: dict[str, Any] = {}  # (a mapping: typeshed knows ssl_shutdown_timeout from 3.11 only)
-    if _takes_shutdown_timeout(loop):
+    if plan.ends_close:
         extra["ssl_shutdown_timeout"] = shutdown_timeout
     return loop.create_connection(
         lambda: protocol,
