@@ -104,7 +104,7 @@ class Connection:
         self._protocol = protocol
         self._close_hook = close_hook  # how aclose() reaches the pool that owns the connection
         self._closed = False
-        self._probe = _ReadableProbe(writer)
+        self._probe: _ReadableProbe | None = None  # made at the first check (many get none)
         # How long the transport's own close may take at most (it aborts then), if it bounds it.
         self._close_bound = close_bound
 
@@ -131,8 +131,12 @@ class Connection:
         """Whether the connection can be pooled or handed out again: open, nothing unread."""
         if self.closed:
             return False
+        if not ask_socket:
+            return True
         # The event loop may not have noticed yet that the peer closed: ask the socket.
-        return not (ask_socket and self._probe.readable())
+        if self._probe is None:
+            self._probe = _ReadableProbe(self.writer)
+        return not self._probe.readable()
 
     async def close_streams(self, timeout: float) -> None:
         """Send close_notify and wait up to ``timeout`` for the peer's; then drop the socket.
@@ -179,9 +183,9 @@ class Connection:
 class _ReadableProbe:
     """Asks the kernel whether a socket has bytes or EOF waiting, without reading them.
 
-    The descriptor and the poller are looked up once per connection, at its first check (many
-    connections are closed without one; it is asked only while the transport is open):
-    checking an idle connection at checkout is then a single ``poll(0)`` system call.
+    The descriptor and the poller are looked up once per connection, at its first check (it is
+    asked only while the transport is open): checking an idle connection at checkout is then a
+    single ``poll(0)`` system call.
     """
 
     __slots__ = ("_known_fd", "_poller", "_writer")

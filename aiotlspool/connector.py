@@ -33,7 +33,7 @@ from .deadlines import Deadlines
 from .endpoint import Endpoint
 from .engines.base import SessionEngine
 from .exceptions import ConnectError, ConnectTimeout, ResumptionRejected, is_transient, translate
-from .offering import Arrivals, OfferingContext
+from .offering import Arrivals, ArrivalStore, OfferingContext
 from .record import CloseCapture, ConnectionRecord
 from .sessions.cached import TLS13, CachedSession
 from .sessions.key import SessionKey
@@ -67,17 +67,18 @@ class Connector:
         # Exactly the default store is called directly, and stored into without a task (it
         # never suspends or fails; a subclass may); any other store through the guard.
         self._memory_cache = cache if type(cache) is MemorySessionCache else None
-        self.cache: SessionCache | GuardedStore | None = (
-            cache
-            if cache is None or self._memory_cache is not None
-            else GuardedStore(cache, config.store_timeout, counters)
-        )
+        self.cache: SessionCache | GuardedStore | None = cache
+        if cache is not None and self._memory_cache is None:
+            self.cache = GuardedStore(cache, config.store_timeout, counters)
         self.counters = counters
         self.config = config
         self.spawn = spawn  # runs a coroutine in a task the pool tracks (and awaits at close)
         self.keys = KeyRing(ssl_context, share_across_ports=config.share_sessions_across_ports)
         self.transport_choice = resolve_choice(config.tls_transport)
         self._connect_deadlines = Deadlines(config.connect_timeout)  # one timer for all
+        # What the loop's sinks and close hooks hold (weakly: see Arrivals), made once.
+        self._weak_self: weakref.ReferenceType[ArrivalStore] = weakref.ref(self)
+        self._weak_engine = weakref.ref(engine)
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -121,7 +122,7 @@ class Connector:
             async with self._connect_deadlines.block():
                 while True:
                     offer = await self.take_session(key)
-                    arrivals = None if self.cache is None else Arrivals(self._store_arrived, key)
+                    arrivals = None if self.cache is None else Arrivals(self._weak_self, key)
                     offering = OfferingContext(context, self.engine, verification, offer, arrivals)
                     try:
                         return await self._connect_once(endpoint, key, offering, close_hook)
@@ -180,7 +181,7 @@ class Connector:
         started = time.perf_counter()
         plan = transport_plan(self.transport_choice, loop)  # (asked once per connect)
         capture_at_close = plan.socket and self.cache is not None
-        at_close = CloseCapture(self.engine.capture) if capture_at_close else None
+        at_close = CloseCapture(self._weak_engine) if capture_at_close else None
         transport, _ = await open_tls_transport(
             plan,
             protocol,
@@ -303,7 +304,7 @@ class Connector:
 
     # -- storing sessions -----------------------------------------------------------------
 
-    def _store_arrived(self, key: SessionKey, session: CachedSession) -> None:
+    def store_arrived(self, key: SessionKey, session: CachedSession) -> None:
         """A watched connection's new session, delivered as it arrives (inside the read)."""
         if self._memory_cache is not None:
             self._store_in_memory(key, session)

@@ -14,8 +14,7 @@ import socket
 import ssl
 import time
 import weakref
-from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from .engines.base import SessionEngine, SessionSink
 from .sessions.cached import CachedSession
@@ -113,20 +112,27 @@ class OfferingContext:
         return getattr(self.context, name)
 
 
+class ArrivalStore(Protocol):
+    """Where :class:`Arrivals` passes sessions on (the connector)."""
+
+    def store_arrived(self, key: SessionKey, session: CachedSession) -> None: ...
+
+
 class Arrivals:
     """The sink for the sessions a watched connection delivers: held until the handshake has
-    been judged (so that connect stores them before it returns), then passed to ``store`` with
-    ``key`` as they come (``key`` None: dropped).
+    been judged (so that connect stores them before it returns), then passed to
+    ``store.store_arrived`` with ``key`` as they come (``key`` None: dropped).
 
-    ``store`` is held weakly (a bound method of the connector): the event loop's transport keeps
-    the sink alive as long as the socket is open, and that must not keep a pool nobody uses
-    alive (nor hide that it was never closed).
+    ``store`` is a weak reference (to the connector): the event loop's transport keeps the sink
+    alive as long as the socket is open, and that must not keep a pool nobody uses alive (nor
+    hide that it was never closed). A plain ``weakref.ref`` made once by its owner, not a
+    ``WeakMethod`` per connection (Python code, ~45 bytecodes each).
     """
 
     __slots__ = ("held", "key", "store")
 
-    def __init__(self, store: Callable[[SessionKey, CachedSession], None], key: SessionKey):
-        self.store = weakref.WeakMethod(store)
+    def __init__(self, store: weakref.ReferenceType[ArrivalStore], key: SessionKey):
+        self.store = store
         self.key: SessionKey | None = key
         self.held: list[CachedSession] | None = []
 
@@ -134,7 +140,7 @@ class Arrivals:
         if self.held is not None:
             self.held.append(session)
         elif self.key is not None and (store := self.store()) is not None:
-            store(self.key, session)
+            store.store_arrived(self.key, session)
 
     def stop_holding(self) -> list[CachedSession]:
         """Stop holding; return what was held."""

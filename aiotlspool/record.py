@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ssl
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 from .connection import Connection
+from .engines.base import SessionEngine
 from .sessions.cached import CachedSession
 from .sessions.key import SessionKey
 
@@ -33,23 +33,24 @@ class ConnectionRecord:
 class CloseCapture:
     """The socket transport's close hook for one connection (``before_close``): its SSLSocket's
     last moment with TLS state (close_notify exchanged), when the TLS 1.3 session still waiting
-    for its ticket is taken, with ``capture(ssl_socket)``, into the record (once it exists) for
-    the connector's close to store.
+    for its ticket is taken, with the engine's ``capture(ssl_socket)``, into the record (once it
+    exists) for the connector's close to store.
 
-    The event loop holds the hook while the socket is open, and the record leads to the pool:
-    both are held weakly, so that a pool nobody uses is not kept alive by its sockets.
+    The event loop holds the hook while the socket is open, and the engine and the record lead
+    to the pool: both are held weakly, so that a pool nobody uses is not kept alive by its
+    sockets.
     """
 
-    __slots__ = ("_capture", "record")
+    __slots__ = ("_engine", "record")
 
-    def __init__(self, capture: Callable[[ssl.SSLObject], CachedSession | None]) -> None:
-        self._capture = weakref.WeakMethod(capture)
+    def __init__(self, engine: weakref.ReferenceType[SessionEngine]) -> None:
+        self._engine = engine
         self.record: weakref.ReferenceType[ConnectionRecord] | None = None
 
     def __call__(self, tls: ssl.SSLSocket) -> None:
-        capture = self._capture()
+        engine = self._engine()
         record = self.record() if self.record is not None else None
-        if capture is not None and record is not None and record.capture_pending:
+        if engine is not None and record is not None and record.capture_pending:
             # (the engines use only what SSLObject and SSLSocket have in common)
-            record.session_at_close = capture(cast(ssl.SSLObject, tls))
+            record.session_at_close = engine.capture(cast(ssl.SSLObject, tls))
             record.captured_at_close = True

@@ -119,6 +119,7 @@ class SlotTable:
             self.remove(slot)
             assert slot.record is not None
             to_close.append(slot.record)
+            slots = self._endpoints.get(endpoint)  # (the removal may have dropped its entry)
         if slots is not None and slots.count >= self.per_endpoint:
             return None
         if len(self.slots) >= self.max_connections:
@@ -128,7 +129,7 @@ class SlotTable:
             self.remove(victim)
             assert victim.record is not None
             to_close.append(victim.record)
-        return self._reserve(endpoint)
+        return self._reserve(endpoint, slots)
 
     def assign(self) -> list[ConnectionRecord]:
         """Serve waiters in FIFO order while :meth:`claim` finds them a slot; return the
@@ -200,10 +201,13 @@ class SlotTable:
 
     # -- state changes (the only places a slot changes state) ---------------------------------
 
-    def _reserve(self, endpoint: Endpoint) -> Slot:
+    def _reserve(self, endpoint: Endpoint, slots: _EndpointSlots | None) -> Slot:
+        """A new CONNECTING slot; ``slots``: the endpoint's index entry, if it has one."""
         slot = Slot(endpoint, SlotState.CONNECTING)
         self.slots.add(slot)
-        self._index(endpoint).count += 1
+        if slots is None:  # (looked up by the caller: not twice per connect)
+            slots = self._endpoints[endpoint] = _EndpointSlots()
+        slots.count += 1
         return slot
 
     def connected(self, slot: Slot, record: ConnectionRecord) -> None:
@@ -232,7 +236,8 @@ class SlotTable:
             slots.idle.remove(slot)
             self.idle_count -= 1
         slot.state = SlotState.REMOVED
-        self._drop_index_if_empty(slot.endpoint)
+        if slots.count == 0 and not slots.waiters:
+            del self._endpoints[slot.endpoint]
         self.removed(slot)
 
     def _index(self, endpoint: Endpoint) -> _EndpointSlots:

@@ -44,16 +44,9 @@ def uses_socket_transport(choice: str, loop: asyncio.AbstractEventLoop) -> bool:
     """Whether ``choice`` (resolved: ``"auto"``, ``"socket"`` or ``"asyncio"``) means the
     socket transport on ``loop``."""
     if choice == "auto":
-        loop_type = type(loop)
-        auto = _auto_by_loop_type.get(loop_type)
-        if auto is None:  # (asked on every connect: answered once per loop class)
-            uvloop = loop_type.__module__.partition(".")[0] == "uvloop"
-            auto = _auto_by_loop_type[loop_type] = not uvloop and socket_tls_supported(loop)
-        return auto
+        uvloop = type(loop).__module__.partition(".")[0] == "uvloop"
+        return not uvloop and socket_tls_supported(loop)
     return choice == "socket"
-
-
-_auto_by_loop_type: dict[type, bool] = {}
 
 
 class TransportPlan(NamedTuple):
@@ -70,27 +63,26 @@ def transport_plan(choice: str, loop: asyncio.AbstractEventLoop) -> TransportPla
     end their own close: the socket transport; asyncio's from Python 3.11 and uvloop's
     (``ssl_shutdown_timeout=``). Another loop's ``create_connection`` may not take that
     argument: it is not given one."""
-    if uses_socket_transport(choice, loop):
-        return TransportPlan(True, True)
-    return TransportPlan(False, _takes_shutdown_timeout(loop))
+    known = (choice, type(loop))
+    plan = _plans.get(known)
+    if plan is None:  # (asked on every connect: answered once per choice and loop class)
+        if uses_socket_transport(choice, loop):
+            plan = TransportPlan(True, True)
+        else:
+            plan = TransportPlan(False, _takes_shutdown_timeout(loop))
+        _plans[known] = plan
+    return plan
 
 
 def _takes_shutdown_timeout(loop: asyncio.AbstractEventLoop) -> bool:
     loop_type = type(loop)
-    takes = _takes_shutdown_timeout_by_loop_type.get(loop_type)
-    if takes is None:
-        uvloop = loop_type.__module__.partition(".")[0] == "uvloop"
-        # asyncio's own create_connection only: a subclass's override may not take it.
-        own = (
-            getattr(loop_type, "create_connection", None) is asyncio.BaseEventLoop.create_connection
-        )
-        takes = _takes_shutdown_timeout_by_loop_type[loop_type] = uvloop or (
-            sys.version_info >= (3, 11) and own
-        )
-    return takes
+    uvloop = loop_type.__module__.partition(".")[0] == "uvloop"
+    # asyncio's own create_connection only: a subclass's override may not take it.
+    own = getattr(loop_type, "create_connection", None) is asyncio.BaseEventLoop.create_connection
+    return uvloop or (sys.version_info >= (3, 11) and own)
 
 
-_takes_shutdown_timeout_by_loop_type: dict[type, bool] = {}
+_plans: dict[tuple[str, type], TransportPlan] = {}
 
 
 def open_tls_transport(

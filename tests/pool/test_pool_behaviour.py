@@ -101,6 +101,26 @@ async def test_idle_connection_closed_by_server_is_replaced(client_ctx, cert, tl
         assert pool.stats().connections_opened == 2
 
 
+async def test_per_endpoint_limit_holds_when_an_idle_connection_is_replaced(
+    client_ctx, cert, tls_version
+):
+    # The replaced connection was the endpoint's only one: the table drops and remakes the
+    # endpoint's entry on the way, and the new connection must still count against the limit.
+    async with (
+        running_server(server_context(cert, tls_version), echo_once_then_close) as srv,
+        Pool(client_ctx, max_connections_per_endpoint=1, acquire_timeout=0.2) as pool,
+    ):
+        async with pool.connection(HOST, srv.port, server_hostname=NAME) as conn:
+            await roundtrip(conn)
+        await asyncio.sleep(0.1)  # the server closes the idle connection
+        fresh = await pool.acquire(HOST, srv.port, server_hostname=NAME)
+        assert fresh is not conn
+        with pytest.raises(PoolTimeout):
+            await pool.acquire(HOST, srv.port, server_hostname=NAME)
+        await pool.release(fresh)
+        assert pool.stats().connections_opened == 2
+
+
 async def test_connection_closed_by_server_before_release_is_not_pooled(
     client_ctx, cert, tls_version
 ):
