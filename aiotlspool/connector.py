@@ -84,12 +84,10 @@ class Connector:
     def ssl_context(self) -> ssl.SSLContext:
         return self.keys.context
 
-    async def current_key(
-        self, endpoint: Endpoint, *, reread: bool = True
-    ) -> tuple[SessionKey, Verification]:
+    async def current_key(self, endpoint: Endpoint) -> tuple[SessionKey, Verification]:
         """The key for ``endpoint`` under the context's settings as they are now; when they
         changed, the sessions of the old settings are dropped (``stale_sessions_dropped``)."""
-        key, verification, stale = self.keys.key_for(endpoint, reread=reread)
+        key, verification, stale = self.keys.key_for(endpoint)
         if stale is not None:
             await self._drop_stale(stale)
         return key, verification
@@ -113,15 +111,18 @@ class Connector:
         all attempts together. Raises a :class:`ConnectError` subclass naming the endpoint.
         """
         context = self.ssl_context  # the one this connection uses, even if replaced meanwhile
-        # The settings are read once per connect, in wrap_bio, right before the handshake: a
+        # The settings are read once per connect, in wrap_bio, right before the handshake (a
         # session taken under settings that changed since is not offered there, and they are
-        # read again here at once (dropping the stale sessions).
-        key, verification = await self.current_key(endpoint, reread=False)
+        # read again here at once, dropping the stale sessions): not here (no key made stale).
+        key, verification, _ = self.keys.key_for(endpoint, reread=False)
         attempt = 0
         try:
-            async with self._connect_deadlines.block():
+            with self._connect_deadlines.block():
                 while True:
-                    offer = await self.take_session(key)
+                    if self._memory_cache is not None:  # (no coroutine to make and await)
+                        offer = self._count_taken(self._memory_cache.get_nowait(key))
+                    else:
+                        offer = await self.take_session(key)
                     arrivals = None if self.cache is None else Arrivals(self._weak_self, key)
                     offering = OfferingContext(context, self.engine, verification, offer, arrivals)
                     try:
@@ -141,18 +142,16 @@ class Connector:
                             "connect to %s failed (%r); retry in %.3fs", endpoint, exc, delay
                         )
                         await asyncio.sleep(delay)
-        except ConnectError:
+        except (ConnectError, OSError) as exc:  # (TimeoutError is an OSError)
             self.counters.connect_errors += 1
-            raise
-        except TimeoutError as exc:
-            self.counters.connect_errors += 1
-            raise ConnectTimeout(
-                f"connecting to {endpoint} timed out after {self.config.connect_timeout}s "
-                f"(TCP connect and TLS handshake; is the server up and speaking TLS?)",
-                endpoint,
-            ) from exc
-        except OSError as exc:
-            self.counters.connect_errors += 1
+            if isinstance(exc, ConnectError):
+                raise
+            if isinstance(exc, TimeoutError):
+                raise ConnectTimeout(
+                    f"connecting to {endpoint} timed out after {self.config.connect_timeout}s "
+                    f"(TCP connect and TLS handshake; is the server up and speaking TLS?)",
+                    endpoint,
+                ) from exc
             raise translate(exc, endpoint) from exc
 
     def _forget_or_return(self, key: SessionKey, offering: OfferingContext) -> None:
@@ -291,8 +290,10 @@ class Connector:
     async def take_session(self, key: SessionKey) -> CachedSession | None:
         if self.cache is None:
             return None
-        memory = self._memory_cache  # (the default store: no coroutine to make and await)
-        session = memory.get_nowait(key) if memory is not None else await self.cache.get(key)
+        return self._count_taken(await self.cache.get(key))
+
+    def _count_taken(self, session: CachedSession | None) -> CachedSession | None:
+        """``session`` as taken from the store, counted; None if this pool cannot use it."""
         if session is not None and session.engine != self.engine.name:
             # Stored by a pool using another engine (a shared cache): unusable here.
             session = None

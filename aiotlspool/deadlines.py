@@ -38,19 +38,11 @@ class Deadlines:
         self._timer: asyncio.TimerHandle | None = None
 
     def block(self) -> _Block:
-        """An ``async with`` block that raises ``TimeoutError`` once ``seconds`` are over."""
+        """A ``with`` block (in a task) that raises ``TimeoutError`` once ``seconds`` are over.
+
+        A plain ``with``, not ``async with``: entering and leaving never wait, and an async
+        context manager would make two coroutines per block."""
         return _Block(self)
-
-    def _enter(self, block: _Block, loop: asyncio.AbstractEventLoop) -> None:
-        self._open.append(block)
-        if self._timer is None:
-            self._timer = loop.call_at(block.expires_at, self._fire, loop)
-
-    def _leave(self, block: _Block) -> None:
-        block.ended = True
-        pending = self._open
-        while pending and pending[0].ended:  # (a block that ended behind an older one waits)
-            pending.popleft()
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
@@ -77,8 +69,9 @@ class _Block:
         self.task: asyncio.Task[object] | None = None
         self._cancelling = 0
 
-    async def __aenter__(self) -> None:
-        seconds = self._owner.seconds
+    def __enter__(self) -> None:
+        owner = self._owner
+        seconds = owner.seconds
         if seconds is None:
             self.ended = True
             return
@@ -90,14 +83,16 @@ class _Block:
         if sys.version_info >= (3, 11):
             self._cancelling = task.cancelling()
         self.expires_at = loop.time() + seconds
-        self._owner._enter(self, loop)
+        owner._open.append(self)
+        if owner._timer is None:
+            owner._timer = loop.call_at(self.expires_at, owner._fire, loop)
 
     def expire(self) -> None:
         self.expired = True
         assert self.task is not None
         self.task.cancel()
 
-    async def __aexit__(
+    def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
@@ -105,7 +100,10 @@ class _Block:
     ) -> None:
         if self.ended:
             return  # no deadline
-        self._owner._leave(self)
+        self.ended = True
+        pending = self._owner._open
+        while pending and pending[0].ended:  # (a block that ended behind an older one waits)
+            pending.popleft()
         if not self.expired:
             return
         if sys.version_info >= (3, 11):

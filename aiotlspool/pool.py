@@ -209,6 +209,8 @@ class Pool(PoolTLS):
             return
         assert slot.record is not None
         self._table.remove(slot)
+        if not self._table.waiting:  # (nothing to assign: no list of one to close)
+            return await self._close_connection(slot.record)
         await self._background.close_now([slot.record, *self._assign()])
 
     def _checked_out_slot(self, conn: Connection, action: str) -> Slot | None:

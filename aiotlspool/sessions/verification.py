@@ -96,7 +96,7 @@ def verification_of(context: ssl.SSLContext, seen: Verification | None = None) -
     ``seen``: settings an earlier call returned for this same ``context`` (those of another
     context are ignored); returned as they are while the probe still equals theirs (the common
     case, without the lock and the lookup)."""
-    libssl = _binding()
+    libssl = _libssl if _libssl_looked_up else _binding()
     probe = _probe(context, libssl)
     if seen is not None and seen.probe == probe and seen.context_id == id(context):
         return seen
@@ -128,29 +128,38 @@ def _binding() -> Libssl | None:
 
 
 # The raw values, through the C base class: ssl.SSLContext's own properties wrap each in an
-# enum, which costs more than the rest of the probe.
-_raw_verify_mode, _raw_verify_flags, _raw_options, _raw_min, _raw_max = (
+# enum (or, for hostname_checks_common_name, read _host_flags in Python), which costs more than
+# the rest of the probe.
+_raw_verify_mode, _raw_verify_flags, _raw_options, _raw_min, _raw_max, _raw_host_flags = (
     cast(Callable[[ssl.SSLContext], int], getattr(_ssl._SSLContext, name).__get__)
-    for name in ("verify_mode", "verify_flags", "options", "minimum_version", "maximum_version")
+    for name in (
+        "verify_mode",
+        "verify_flags",
+        "options",
+        "minimum_version",
+        "maximum_version",
+        "_host_flags",
+    )
 )
 
 
 def _probe(context: ssl.SSLContext, libssl: Libssl | None) -> tuple[object, ...]:
-    probe: tuple[object, ...] = (
+    if libssl is not None:
+        store: tuple[object, ...] = libssl.context_probe(context)  # level, objects, client cert
+    else:
+        stats = context.cert_store_stats()
+        store = (stats["x509"], stats["x509_ca"], stats["crl"])
+    return (
         _raw_verify_mode(context),
         _raw_verify_flags(context),
         _raw_options(context),
         _raw_min(context),
         _raw_max(context),
         context.check_hostname,
-        context.hostname_checks_common_name,
+        _raw_host_flags(context),  # (hostname_checks_common_name, and the other host flags)
         _trust_ids.get(context) if _trust_ids_named else None,  # (mostly none: no lookup)
+        *store,
     )
-    if libssl is not None:
-        level, objects, client_cert = libssl.context_probe(context)
-        return (*probe, level, objects, client_cert)
-    store = context.cert_store_stats()
-    return (*probe, store["x509"], store["x509_ca"], store["crl"])
 
 
 def _fingerprint(context: ssl.SSLContext, libssl: Libssl | None) -> str:

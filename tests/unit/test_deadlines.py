@@ -15,9 +15,8 @@ async def test_a_block_past_its_time_raises_timeout_and_leaves_the_task_uncancel
     deadlines = Deadlines(0.05)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(TimeoutError):
-        async with deadlines.block():
-            await asyncio.sleep(5)
+    with pytest.raises(TimeoutError), deadlines.block():
+        await asyncio.sleep(5)
     assert 0.04 <= loop.time() - started < 1.0
     task = asyncio.current_task()
     assert task is not None
@@ -30,7 +29,7 @@ async def test_blocks_that_end_in_time_are_never_cancelled_and_share_one_timer()
     deadlines = Deadlines(0.2)
     timers = set()
     for _ in range(20):
-        async with deadlines.block():
+        with deadlines.block():
             await asyncio.sleep(0.001)
         timers.add(id(deadlines._timer))
     assert len(timers) == 1  # armed once, for the first block; the FIFO is empty again
@@ -45,7 +44,7 @@ async def test_only_the_blocks_whose_time_is_up_are_cancelled() -> None:
     deadlines = Deadlines(0.3)
 
     async def hold(seconds: float) -> str:
-        async with deadlines.block():
+        with deadlines.block():
             await asyncio.sleep(seconds)
         return "done"
 
@@ -66,7 +65,7 @@ async def test_a_cancel_from_outside_stays_a_cancellation() -> None:
     deadlines = Deadlines(5.0)
 
     async def hold() -> None:
-        async with deadlines.block():
+        with deadlines.block():
             await asyncio.sleep(5)
 
     task = asyncio.create_task(hold())
@@ -83,7 +82,7 @@ async def test_a_deadline_with_an_outside_cancel_pending_stays_a_cancellation() 
     deadlines = Deadlines(0.02)
 
     async def hold() -> None:
-        async with deadlines.block():
+        with deadlines.block():
             try:
                 await asyncio.sleep(5)
             except asyncio.CancelledError:  # the deadline's; then someone else cancels too
@@ -98,6 +97,6 @@ async def test_a_deadline_with_an_outside_cancel_pending_stays_a_cancellation() 
 
 async def test_no_seconds_means_no_deadline() -> None:
     deadlines = Deadlines(None)
-    async with deadlines.block():
+    with deadlines.block():
         await asyncio.sleep(0.01)
     assert deadlines._timer is None and not deadlines._open
