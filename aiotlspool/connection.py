@@ -19,8 +19,9 @@ _HAS_POLL = hasattr(select, "poll")
 class StreamProtocol(asyncio.StreamReaderProtocol):
     """asyncio's stream protocol, also recording what the pool needs to judge the connection."""
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        super().__init__(reader)
+    def __init__(self, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(reader, loop=loop)  # (given: no lookup, a getpid() on 3.10-3.11)
+        self._event_loop = loop
         self.bytes_received = 0  # application data so far (a TLS 1.3 ticket comes before it)
         self.eof = False
         self.lost = False
@@ -54,7 +55,7 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
         """
         if self.lost:
             return
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self._event_loop.create_future()  # (not looked up: a getpid() on 3.10-3.11)
         self._lost_waiters.append(waiter)
         try:
             await waiter

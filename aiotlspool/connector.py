@@ -3,8 +3,7 @@
 One connection's life as seen from here (the transport is opened by
 :mod:`aiotlspool.transports.choice`: the loop's ``create_connection`` or the socket transport):
 
-1. the key for the endpoint (:class:`~aiotlspool.sessions.keyring.KeyRing`) and a session
-   taken from the store for it;
+1. the key for the endpoint (:class:`~aiotlspool.sessions.keyring.KeyRing`), a session for it;
 2. TCP + TLS through an :class:`~aiotlspool.offering.OfferingContext`, whose ``wrap_bio`` (or
    ``wrap_socket``) reads the context's settings (a change since the take: nothing offered or
    captured, and the next connect drops the stale sessions) and has the engine offer the
@@ -175,13 +174,14 @@ class Connector:
         self, endpoint: Endpoint, key: SessionKey, offering: OfferingContext, hook: CloseHook
     ) -> ConnectionRecord:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        protocol = StreamProtocol(reader)
+        reader = asyncio.StreamReader(loop=loop)  # (no lookup of it: a getpid() on 3.10-3.11)
+        protocol = StreamProtocol(reader, loop)
         started = time.perf_counter()
         plan = transport_plan(self.transport_choice, loop)  # (asked once per connect)
         capture_at_close = plan.socket and self.cache is not None
         at_close = CloseCapture(self._weak_engine) if capture_at_close else None
         transport, _ = await open_tls_transport(
+            loop,
             plan,
             protocol,
             endpoint.host,

@@ -76,7 +76,7 @@ class _Block:
             self.ended = True
             return
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)  # (given the loop: one running-loop lookup less)
         if task is None:
             raise RuntimeError("a deadline block must run inside a task")
         self.task = task

@@ -86,6 +86,7 @@ _plans: dict[tuple[str, type], TransportPlan] = {}
 
 
 def open_tls_transport(
+    loop: asyncio.AbstractEventLoop,
     plan: TransportPlan,
     protocol: asyncio.Protocol,
     host: str,
@@ -101,7 +102,7 @@ def open_tls_transport(
     """Connect and handshake: the awaitable of (the transport, already connected to
     ``protocol``; ``protocol``). Not a coroutine of its own: a frame less on every resume.
 
-    ``plan`` is :func:`transport_plan`'s for the running loop.
+    ``loop`` is the running loop, ``plan`` :func:`transport_plan`'s for it.
 
     ``bio_context`` is passed to the loop as ``ssl=`` (the loop only calls its ``wrap_bio``);
     ``wrap_socket`` makes the socket transport's ``SSLSocket``; ``connect_timeout`` is the
@@ -109,7 +110,6 @@ def open_tls_transport(
     close where :func:`transport_plan` says so; ``before_close`` is called
     with it at the socket transport's close, the last moment its TLS state can be read.
     """
-    loop = asyncio.get_running_loop()
     if plan.socket:
         return open_socket_tls(
             loop,

@@ -74,8 +74,8 @@ async def open_streams(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, StreamProtocol]:
     """Streams on the socket transport, built as the connector builds them."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    protocol = StreamProtocol(reader)
+    reader = asyncio.StreamReader(loop=loop)
+    protocol = StreamProtocol(reader, loop)
     transport, _ = await open_socket_tls(
         loop, lambda: protocol, HOST, port, wrap=wrapper(ctx, name, **kwargs)
     )
