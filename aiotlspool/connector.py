@@ -269,9 +269,8 @@ class Connector:
             self.counters.rejected_sessions += 1
             if self.cache is not None:
                 await self.cache.invalidate(key, offer)
-        # Sessions that arrived during the handshake (TLS 1.2, delivered by a watching engine,
-        # or captured now) are stored before connect returns: concurrent connects can already
-        # resume with them. Later ones (TLS 1.3 tickets) are stored as they arrive.
+        # Sessions from the handshake (TLS 1.2: delivered by a watching engine, or captured now)
+        # are stored before connect returns, for concurrent connects; later ones as they come.
         if isinstance(offering.sink, Arrivals):
             for session in offering.sink.stop_holding():
                 if capture:
@@ -383,7 +382,8 @@ class Connector:
             # (a TLS 1.3 ticket may still be captured), and let the caller go at once.
             self.spawn(self._finish_close(record))
             raise
-        await self._capture(record)
+        if record.capture_pending:  # (else no coroutine to make: the usual close)
+            await self._capture(record)
 
     async def _finish_close(self, record: ConnectionRecord) -> None:
         try:
