@@ -110,10 +110,10 @@ class Connector:
         all attempts together. Raises a :class:`ConnectError` subclass naming the endpoint.
         """
         context = self.ssl_context  # the one this connection uses, even if replaced meanwhile
-        # The settings are read once per connect, in wrap_bio, right before the handshake (a
-        # session taken under settings that changed since is not offered there, and they are
-        # read again here at once, dropping the stale sessions): not here (no key made stale).
-        key, verification, _ = self.keys.key_for(endpoint, reread=False)
+        # The settings are read once per connect, in wrap_bio right before the handshake (a
+        # session taken under settings changed since is not offered): not re-read here.
+        key, verification, stale = self.keys.key_for(endpoint, reread=False)
+        assert stale is None
         attempt = 0
         try:
             with self._connect_deadlines.block():
