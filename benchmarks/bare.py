@@ -46,7 +46,7 @@ from aiotlspool.transports import open_socket_tls
 from .bare_floor import handshake_floor
 from .bare_report import console_lines
 from .certs import HOST, CertFiles
-from .env import LoopFactory, pin_self, run_on, run_until_orphaned
+from .env import LoopFactory, loop_factories, pin_self, run_on, run_until_orphaned
 from .server import TLS_VERSIONS
 
 VARIANTS = ("bare", "pool")
@@ -238,6 +238,20 @@ def measure_cell(
             await client.aclose()
 
     return run_on(factory, main()) * 1e6
+
+
+def measure_with_own_server(
+    certs: CertFiles, loop: str, tls: str, variant: str, mode: str, count: int
+) -> float:
+    """:func:`measure_cell` against a server started (and stopped) for it: what a child process
+    run under valgrind or strace measures, its server a process it does not follow."""
+    server = ByteServer(certs, None, 600)
+    try:
+        return measure_cell(
+            certs, loop_factories()[loop], tls, server.ports[tls], variant, mode, count
+        )
+    finally:
+        server.stop()
 
 
 # -- OpenSSL's C client -----------------------------------------------------------------------

@@ -29,19 +29,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .bare import ByteServer, measure_cell
+from .bare import measure_with_own_server
 from .certs import CertFiles, make_certs
-from .env import loop_factories
 
 COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
-
-
-def _child(loop: str, tls: str, variant: str, mode: str, count: int, certs: CertFiles) -> None:
-    server = ByteServer(certs, None, 600)
-    try:
-        measure_cell(certs, loop_factories()[loop], tls, server.ports[tls], variant, mode, count)
-    finally:
-        server.stop()
 
 
 def _instructions(valgrind: str, args: list[str]) -> int:
@@ -108,23 +99,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         loop, tls, variant, mode, count, certs_json = args.child
-        fields = json.loads(certs_json)
-        certs = CertFiles(fields["key_type"], *(Path(fields[k]) for k in ("ca", "chain", "key")))
-        _child(loop, tls, variant, mode, int(count), certs)
+        certs = CertFiles.from_json(certs_json)
+        measure_with_own_server(certs, loop, tls, variant, mode, int(count))
         return
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         sys.exit("valgrind is not installed (Debian: apt install valgrind)")
     small, large = (int(n) for n in args.connects.split(","))
     certs = make_certs(Path(tempfile.mkdtemp(prefix="aiotlspool-instr-")), "rsa")
-    certs_json = json.dumps(
-        {
-            "key_type": certs.key_type,
-            "ca": str(certs.ca),
-            "chain": str(certs.chain),
-            "key": str(certs.key),
-        }
-    )
+    certs_json = certs.to_json()
     rows: list[dict[str, object]] = []
     for loop in args.loops.split(","):
         for tls in args.tls.split(","):

@@ -16,7 +16,6 @@ strace``); a few seconds per cell.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import subprocess
@@ -24,22 +23,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .bare import ByteServer, measure_cell
+from .bare import measure_with_own_server
 from .certs import CertFiles, make_certs
-from .env import loop_factories
 
 # strace -c's table: "% time  seconds  usecs/call  calls  [errors]  syscall"
 ROW = re.compile(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$")
-
-
-def _child(loop: str, tls: str, variant: str, count: int, certs: CertFiles) -> None:
-    server = ByteServer(certs, None, 600)
-    try:
-        measure_cell(
-            certs, loop_factories()[loop], tls, server.ports[tls], variant, "resumed", count
-        )
-    finally:
-        server.stop()
 
 
 def _calls(strace: str, args: list[str]) -> dict[str, int]:
@@ -66,9 +54,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         loop, tls, variant, count, certs_json = args.child
-        fields = json.loads(certs_json)
-        certs = CertFiles(fields["key_type"], *(Path(fields[k]) for k in ("ca", "chain", "key")))
-        _child(loop, tls, variant, int(count), certs)
+        certs = CertFiles.from_json(certs_json)
+        measure_with_own_server(certs, loop, tls, variant, "resumed", int(count))
         return
     strace = shutil.which("strace")
     if strace is None:
@@ -76,10 +63,7 @@ def main() -> None:
     small, large = (int(n) for n in args.connects.split(","))
     with tempfile.TemporaryDirectory(prefix="aiotlspool-syscalls-") as tmp:
         certs = make_certs(Path(tmp), "rsa")
-        certs_json = json.dumps(
-            {"key_type": certs.key_type, "ca": str(certs.ca), "chain": str(certs.chain)}
-            | {"key": str(certs.key)}
-        )
+        certs_json = certs.to_json()
         for loop in args.loops.split(","):
             for tls in args.tls.split(","):
                 for variant in ("bare", "pool"):

@@ -6,6 +6,7 @@ no name resolution (which would add a thread hop in some clients) and no IPv6 fa
 
 from __future__ import annotations
 
+import json
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,18 @@ class CertFiles:
         """A verifying client context that trusts only this CA (one per client instance)."""
         context = ssl.create_default_context(cafile=str(self.ca))
         return context
+
+    def to_json(self) -> str:
+        """The files as one command-line argument for a child process (:meth:`from_json`)."""
+        return json.dumps(
+            {"key_type": self.key_type, "ca": str(self.ca), "chain": str(self.chain)}
+            | {"key": str(self.key)}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> CertFiles:
+        fields = json.loads(text)
+        return cls(fields["key_type"], *(Path(fields[k]) for k in ("ca", "chain", "key")))
 
 
 def make_certs(directory: Path, key_type: str) -> CertFiles:
