@@ -179,7 +179,7 @@ class SlotTable:
     def withdraw(self, waiter: Waiter) -> None:
         """A waiter left without being served (cancelled, timed out)."""
         self._forget_waiter(waiter)
-        self._drop_index_if_empty(waiter.endpoint)
+        self._drop_index_if_empty(waiter.endpoint, self._endpoints.get(waiter.endpoint))
 
     def _forget_waiter(self, waiter: Waiter) -> bool:
         slots = self._endpoints.get(waiter.endpoint)
@@ -205,7 +205,7 @@ class SlotTable:
         """A new CONNECTING slot; ``slots``: the endpoint's index entry, if it has one."""
         slot = Slot(endpoint, SlotState.CONNECTING)
         self.slots.add(slot)
-        if slots is None:  # (looked up by the caller: not twice per connect)
+        if slots is None:  # (looked up by the caller: _index would look again)
             slots = self._endpoints[endpoint] = _EndpointSlots()
         slots.count += 1
         return slot
@@ -236,8 +236,7 @@ class SlotTable:
             slots.idle.remove(slot)
             self.idle_count -= 1
         slot.state = SlotState.REMOVED
-        if slots.count == 0 and not slots.waiters:
-            del self._endpoints[slot.endpoint]
+        self._drop_index_if_empty(slot.endpoint, slots)
         self.removed(slot)
 
     def _index(self, endpoint: Endpoint) -> _EndpointSlots:
@@ -246,7 +245,7 @@ class SlotTable:
             slots = self._endpoints[endpoint] = _EndpointSlots()
         return slots
 
-    def _drop_index_if_empty(self, endpoint: Endpoint) -> None:
-        slots = self._endpoints.get(endpoint)
+    def _drop_index_if_empty(self, endpoint: Endpoint, slots: _EndpointSlots | None) -> None:
+        """Forget ``endpoint``'s index entry ``slots`` (its caller has it at hand) once empty."""
         if slots is not None and slots.count == 0 and not slots.waiters:
             del self._endpoints[endpoint]

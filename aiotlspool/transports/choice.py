@@ -44,9 +44,12 @@ def uses_socket_transport(choice: str, loop: asyncio.AbstractEventLoop) -> bool:
     """Whether ``choice`` (resolved: ``"auto"``, ``"socket"`` or ``"asyncio"``) means the
     socket transport on ``loop``."""
     if choice == "auto":
-        uvloop = type(loop).__module__.partition(".")[0] == "uvloop"
-        return not uvloop and socket_tls_supported(loop)
+        return not _is_uvloop(loop) and socket_tls_supported(loop)
     return choice == "socket"
+
+
+def _is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    return type(loop).__module__.partition(".")[0] == "uvloop"
 
 
 class TransportPlan(NamedTuple):
@@ -75,11 +78,9 @@ def transport_plan(choice: str, loop: asyncio.AbstractEventLoop) -> TransportPla
 
 
 def _takes_shutdown_timeout(loop: asyncio.AbstractEventLoop) -> bool:
-    loop_type = type(loop)
-    uvloop = loop_type.__module__.partition(".")[0] == "uvloop"
     # asyncio's own create_connection only: a subclass's override may not take it.
-    own = getattr(loop_type, "create_connection", None) is asyncio.BaseEventLoop.create_connection
-    return uvloop or (sys.version_info >= (3, 11) and own)
+    own = getattr(type(loop), "create_connection", None) is asyncio.BaseEventLoop.create_connection
+    return _is_uvloop(loop) or (sys.version_info >= (3, 11) and own)
 
 
 _plans: dict[tuple[str, type], TransportPlan] = {}
